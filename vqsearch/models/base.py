@@ -1,17 +1,21 @@
-"""The interfaces every model is built from: a frozen backbone, a region encoder and a text encoder.
+"""What every model is built from: a frozen backbone, a region encoder, a text encoder, a config.
 
-A region encoder is one interface with several implementations (training-free on the embedded
-model, the learned T-REN head): merging, tracking, storage and queries only ever see this.
+Nothing here imports torch: `query` loads this to answer from ONNX Runtime and FAISS alone.
+The region-encoder interface itself lives in `vqsearch.regions`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from functools import cached_property
+from typing import Callable, Protocol
+
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
+
+if TYPE_CHECKING:
+    from vqsearch.regions import RegionEncoder
 
 
 class Backbone(Protocol):
@@ -23,8 +27,8 @@ class Backbone(Protocol):
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Model input (H, W) for a frame of the given size, keeping its aspect ratio."""
 
-    def features(self, frames: np.ndarray) -> torch.Tensor:
-        """uint8 frames [B, H, W, 3] already at `input_size` -> feature maps [B, D, H/stride, W/stride]."""
+    def features(self, frames: np.ndarray) -> np.ndarray:
+        """uint8 frames [B, H, W, 3] already at `input_size` -> float32 maps [B, D, H/stride, W/stride]."""
 
 
 class TextEncoder(Protocol):
@@ -34,22 +38,6 @@ class TextEncoder(Protocol):
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """[N] strings -> float32 [N, dim], unit norm."""
-
-
-class RegionEncoder(nn.Module):
-    """Point prompts in; k region tokens and soft masks per prompt out.
-
-    forward(feature_maps [B, D, h, w], points [B, P, 2] as (y, x) pixels in the model's input
-    resolution) returns {"tokens": [B, P, k, D], "masks": [B, P, k, h, w]} with masks
-    max-normalised to 1. `project_text` maps (merged) visual tokens to text-aligned tokens, or
-    is None when the model has no text side.
-    """
-
-    k: int = 1
-    text_dim: int | None = None
-
-    def project_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -72,12 +60,20 @@ class ModelConfig:
 
 @dataclass
 class SearchModel:
-    """Everything `index` and `query` need, built by name from the registry."""
+    """Everything `index` and `query` need, built by name from the registry.
+
+    The region encoder is built on first use: `query` never needs it, and building it can cost
+    seconds (weights, label embeddings).
+    """
 
     config: ModelConfig
     backbone: Backbone
-    region_encoder: RegionEncoder
     text_encoder: TextEncoder | None
+    build_region_encoder: Callable[[], RegionEncoder]
+
+    @cached_property
+    def region_encoder(self) -> RegionEncoder:
+        return self.build_region_encoder()
 
     @property
     def name(self) -> str:

@@ -23,9 +23,10 @@ def cache_dir() -> Path:
     return path
 
 
-def onnx_path(name: str, fingerprint: str) -> Path:
+def cache_file(name: str, fingerprint: str, suffix: str) -> Path:
+    """A cache file whose name changes whenever `fingerprint` does, so stale files are never read."""
     digest = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
-    return cache_dir() / f"{name}-{digest}.onnx"
+    return cache_dir() / f"{name}-{digest}{suffix}"
 
 
 def session(
@@ -42,7 +43,7 @@ def session(
     """
     import onnxruntime as ort
 
-    path = onnx_path(name, fingerprint)
+    path = cache_file(name, fingerprint, ".onnx")
     if not path.exists():
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
         os.close(fd)

@@ -1,0 +1,111 @@
+"""T-REN's two merges: region tokens within a frame, then merged tokens across frames into tracks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+@dataclass
+class FrameRegions:
+    """A frame's merged regions: tokens [M, D], masks [M, h, w], prompt points [M, 2] (y, x)."""
+
+    tokens: np.ndarray
+    masks: np.ndarray
+    points: np.ndarray
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True).clip(1e-8)
+
+
+def merge_in_frame(tokens: np.ndarray, masks: np.ndarray, points: np.ndarray, cosine: float,
+                   mask_iou: float, min_group: int = 1) -> FrameRegions:
+    """Connected components of (cosine > `cosine`) OR (IoU of half-max masks > `mask_iou`).
+
+    tokens [Q, D], masks [Q, h, w], points [Q, 2] for the Q = P x k prompt outputs of one frame.
+    Members are average-pooled; a merged region keeps the prompt point of its most central member.
+    Groups with fewer than `min_group` members are dropped (REN, for dense prompts).
+    """
+    q = len(tokens)
+    flat = masks.reshape(q, -1)
+    binary = (flat >= 0.5 * flat.max(1, keepdims=True)).astype(np.float32)
+    inter = binary @ binary.T
+    area = binary.sum(1)
+    iou = inter / (area[:, None] + area[None, :] - inter).clip(1e-8)
+    normed = unit(tokens)
+    graph = (normed @ normed.T > cosine) | (iou > mask_iou)
+    count, labels = connected_components(csr_matrix(graph), directed=False)
+    keep_tokens, keep_masks, keep_points = [], [], []
+    for group in range(count):
+        members = np.flatnonzero(labels == group)
+        if len(members) < min_group:
+            continue
+        mean = tokens[members].mean(0)
+        keep_tokens.append(mean)
+        keep_masks.append(masks[members].mean(0))
+        keep_points.append(points[members[np.argmax(normed[members] @ unit(mean))]])
+    d = tokens.shape[1]
+    return FrameRegions(
+        np.asarray(keep_tokens, dtype=np.float32).reshape(-1, d),
+        np.asarray(keep_masks, dtype=np.float32).reshape(-1, *masks.shape[1:]),
+        np.asarray(keep_points, dtype=np.float32).reshape(-1, 2),
+    )
+
+
+@dataclass
+class Track:
+    """A region followed through sampled frames; its token is the running mean of its members."""
+
+    token_sum: np.ndarray
+    frames: list[int] = field(default_factory=list)
+    boxes: list[np.ndarray] = field(default_factory=list)
+    points: list[np.ndarray] = field(default_factory=list)
+
+    @property
+    def token(self) -> np.ndarray:
+        return self.token_sum / len(self.frames)
+
+    def add(self, frame: int, token: np.ndarray, box: np.ndarray, point: np.ndarray) -> None:
+        self.token_sum = self.token_sum + token
+        self.frames.append(frame)
+        self.boxes.append(box)
+        self.points.append(point)
+
+
+class TrackBuilder:
+    """Temporal merge: greedy one-to-one matching of a frame's regions to the tracks active before.
+
+    A track is active if it contains the previous sampled frame; pairs need cosine >= `tau`;
+    matching goes by descending similarity; unmatched regions start new tracks.
+    """
+
+    def __init__(self, tau: float) -> None:
+        self.tau = tau
+        self.tracks: list[Track] = []
+        self._active: list[int] = []
+
+    def add_frame(self, frame: int, regions: FrameRegions, boxes: np.ndarray) -> None:
+        matched: dict[int, int] = {}
+        if self._active and len(regions.tokens):
+            sims = unit(regions.tokens) @ unit(np.stack([self.tracks[t].token for t in self._active])).T
+            taken_tracks: set[int] = set()
+            for flat in np.argsort(-sims, axis=None):
+                r, a = divmod(int(flat), sims.shape[1])
+                if sims[r, a] < self.tau:
+                    break
+                if r in matched or a in taken_tracks:
+                    continue
+                matched[r] = self._active[a]
+                taken_tracks.add(a)
+        active = []
+        for r in range(len(regions.tokens)):
+            if r not in matched:
+                self.tracks.append(Track(np.zeros_like(regions.tokens[r])))
+                matched[r] = len(self.tracks) - 1
+            self.tracks[matched[r]].add(frame, regions.tokens[r], boxes[r], regions.points[r])
+            active.append(matched[r])
+        self._active = active
