@@ -46,6 +46,7 @@ class ModelConfig:
 
     name: str
     input_long_side: int = 512          # frames are resized so the long side is this
+    crop_long_side: int = 96            # query crops are resized so the long side is this
     prompt_stride: int = 1              # one point prompt every `prompt_stride` feature cells
     merge_cosine: float = 0.975         # in-frame merge edge: token cosine above this ...
     merge_mask_iou: float = 0.8         # ... or binarised-mask IoU above this

@@ -1,0 +1,88 @@
+"""Video in, track tokens out: decode -> backbone -> region encoder -> in-frame merge -> tracks."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Iterator, TypeVar
+
+import numpy as np
+import torch
+
+from indexer.video import VideoInfo, sample_indices, stream
+from vqsearch.merge import Track, TrackBuilder, merge_in_frame, unit
+from vqsearch.models.base import SearchModel
+from vqsearch.regions import grid_points, mask_boxes
+
+T = TypeVar("T")
+
+
+@dataclass
+class IndexedVideo:
+    """What indexing one video produced, ready for the store."""
+
+    info: VideoInfo
+    sample_fps: float
+    frames_sampled: int
+    patch_tokens: int
+    region_tokens: int
+    tracks: list[Track]
+    visual: np.ndarray          # [T, D] unit-norm track tokens
+    text: np.ndarray | None     # [T, T_dim] unit-norm text-aligned track tokens
+    seconds: float
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Run an iterator in a background thread so decoding overlaps the backbone."""
+    slots: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def worker() -> None:
+        try:
+            for item in items:
+                slots.put(item)
+        except BaseException as error:  # re-raised in the consumer
+            slots.put(error)
+        slots.put(done)
+
+    threading.Thread(target=worker, daemon=True).start()
+    while (item := slots.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8, progress=None) -> IndexedVideo:
+    """Turn one video into track tokens. `progress(n)` is called with each batch's frame count."""
+    start = time.perf_counter()
+    config, backbone, encoder = model.config, model.backbone, model.region_encoder
+    indices = sample_indices(info.frames, info.fps, fps)
+    size = backbone.input_size(info.height, info.width)
+    points = grid_points(*size, backbone.stride, config.prompt_stride)
+    builder = TrackBuilder(config.track_tau)
+    patch_tokens = region_tokens = 0
+    for chunk, frames in prefetch(stream(info, indices, size, batch)):
+        features = backbone.features(frames)
+        patch_tokens += features.shape[0] * features.shape[2] * features.shape[3]
+        with torch.inference_mode():
+            out = encoder(torch.from_numpy(features), points.expand(len(chunk), -1, -1))
+        tokens = out["tokens"].flatten(1, 2).numpy()
+        masks = out["masks"].flatten(1, 2).numpy()
+        prompt_points = points.repeat_interleave(encoder.k, 0).numpy()
+        for b, frame in enumerate(chunk):
+            regions = merge_in_frame(tokens[b], masks[b], prompt_points, config.merge_cosine,
+                                     config.merge_mask_iou, config.min_group)
+            region_tokens += len(regions.tokens)
+            builder.add_frame(frame, regions, mask_boxes(regions.masks, (info.height, info.width)))
+        if progress:
+            progress(len(chunk))
+    tracks = [t for t in builder.tracks if len(t.frames) >= config.min_track_frames]
+    track_tokens = np.stack([t.token for t in tracks]).astype(np.float32) if tracks else np.zeros((0, backbone.dim), np.float32)
+    text = None
+    if model.has_text and len(tracks):
+        with torch.inference_mode():
+            text = unit(encoder.project_text(torch.from_numpy(track_tokens)).numpy()).astype(np.float32)
+    return IndexedVideo(info, fps, len(indices), patch_tokens, region_tokens, tracks, unit(track_tokens),
+                        text, time.perf_counter() - start)

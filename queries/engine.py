@@ -1,0 +1,172 @@
+"""The query engine: text and/or crop -> query tokens -> track similarities -> ranked hits and last_seen.
+
+T-REN's rule: with both a text and a crop, a track's score is the product of its visual and
+textual similarities; tracks above the model's threshold are occurrences, and the answer to
+"where did I last see it" is the kept track that ends last (videos ordered by recording time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from vqsearch.errors import VQSearchError
+from vqsearch.models.base import SearchModel
+from vqsearch.store import Store, TrackRow
+
+CANDIDATES = 4096  # nearest tracks fetched per modality before scoring
+
+
+@dataclass
+class Box:
+    frame: int
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+@dataclass
+class Hit:
+    video: str
+    score: float
+    start_frame: int
+    end_frame: int
+    start_time: float
+    end_time: float
+    boxes: list[Box] = field(default_factory=list)
+    track_id: int = 0
+
+    @classmethod
+    def from_track(cls, row: TrackRow, score: float) -> Hit:
+        fps = row.video.fps
+        boxes = [Box(o.frame, round(o.x, 1), round(o.y, 1), round(o.width, 1), round(o.height, 1))
+                 for o in row.observations]
+        return cls(row.video.path, round(float(score), 4), row.start_frame, row.end_frame,
+                   round(row.start_frame / fps, 3), round(row.end_frame / fps, 3), boxes, row.id)
+
+    def to_json(self) -> dict:
+        out = asdict(self)
+        out.pop("track_id")
+        return out
+
+
+@dataclass
+class Answer:
+    text: str | None
+    crop: str | None
+    last_seen: Hit | None
+    results: list[Hit]
+
+    def to_json(self) -> dict:
+        return {
+            "query": {"text": self.text, "crop": self.crop},
+            "last_seen": self.last_seen.to_json() if self.last_seen else None,
+            "results": [hit.to_json() for hit in self.results],
+        }
+
+
+def load_crop(path: Path) -> np.ndarray:
+    """An RGB uint8 image, or one clear error."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise VQSearchError(f"no such crop image: {path}")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as error:
+        raise VQSearchError(f"cannot read crop image {path}: {error}") from None
+
+
+class QueryEngine:
+    """Answers queries against one store with the model that built it."""
+
+    def __init__(self, store: Store, model: SearchModel) -> None:
+        self.store, self.model = store, model
+
+    def encode_crop(self, image: np.ndarray) -> np.ndarray:
+        """The crop's visual token: mean of the backbone features over the resized crop, unit norm."""
+        from PIL import Image
+
+        backbone = self.model.backbone
+        height, width = image.shape[:2]
+        scale = self.model.config.crop_long_side / max(height, width)
+        size = (max(backbone.stride, round(height * scale / backbone.stride) * backbone.stride),
+                max(backbone.stride, round(width * scale / backbone.stride) * backbone.stride))
+        resized = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+        token = backbone.features(resized[None])[0].mean(axis=(1, 2))
+        return (token / max(np.linalg.norm(token), 1e-8)).astype(np.float32)
+
+    def encode_text(self, text: str) -> np.ndarray:
+        if self.model.text_encoder is None:
+            raise VQSearchError(f"model {self.model.name!r} has no text side: query with --crop")
+        return self.model.text_encoder.encode([text])[0].astype(np.float32)
+
+    def search(self, text: str | None = None, crop: Path | None = None, video: Path | None = None,
+               top_k: int = 5) -> Answer:
+        if text is not None and not text.strip():
+            raise VQSearchError("empty --text query")
+        if text is None and crop is None:
+            raise VQSearchError("give --text, --crop or both")
+        if top_k < 1:
+            raise VQSearchError(f"--top-k must be at least 1, got {top_k}")
+        queries = {}
+        if text is not None:
+            queries["text"] = self.encode_text(text.strip())
+        if crop is not None:
+            queries["visual"] = self.encode_crop(load_crop(crop))
+        scores = self._scores(queries, self._selector(video))
+        config = self.model.config
+        threshold = (config.joint_threshold if len(queries) == 2
+                     else config.text_threshold if "text" in queries else config.visual_threshold)
+        ranked = sorted(scores, key=scores.get, reverse=True)
+        kept = [i for i in ranked if scores[i] > threshold]
+        rows = self.store.tracks(ranked[:top_k] + kept)
+        last = max(kept, key=lambda i: (rows[i].video.recorded_at, rows[i].video.id, rows[i].end_frame,
+                                         scores[i]), default=None)
+        return Answer(
+            text, str(crop) if crop is not None else None,
+            Hit.from_track(rows[last], scores[last]) if last is not None else None,
+            [Hit.from_track(rows[i], scores[i]) for i in ranked[:top_k]],
+        )
+
+    def _selector(self, video: Path | None):
+        """FAISS search parameters restricted to one video's tracks, or None for all videos."""
+        if video is None:
+            return None
+        import faiss
+
+        row = self.store.find_video(video)
+        if row is None:
+            raise VQSearchError(f"video not in the index: {video}")
+        ids = np.asarray(self.store.track_ids_of(row), dtype=np.int64)
+        return faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids)), len(ids)
+
+    def _scores(self, queries: dict[str, np.ndarray], selector) -> dict[int, float]:
+        """Per track id: the similarity of each query, multiplied (T-REN), negatives clipped to 0."""
+        vectors = self.store.vectors()
+        if vectors is None:
+            return {}
+        indexes = {"visual": vectors.visual, "text": vectors.text}
+        if "text" in queries and vectors.text is None:
+            raise VQSearchError("this index has no text-aligned tokens: query with --crop")
+        params, limit = selector if selector else (None, vectors.visual.ntotal)
+        k = min(CANDIDATES, limit, vectors.visual.ntotal)
+        if k == 0:
+            return {}
+        per_modality: list[dict[int, float]] = []
+        for kind, query in queries.items():
+            sims, ids = indexes[kind].search(query[None], k, params=params)
+            per_modality.append({int(i): float(s) for s, i in zip(sims[0], ids[0]) if i >= 0})
+        candidates = set().union(*per_modality)
+        scores = {i: 1.0 for i in candidates}
+        for kind, query, found in zip(queries, queries.values(), per_modality):
+            missing = np.array([i for i in candidates if i not in found], dtype=np.int64)
+            if len(missing):
+                found = {**found, **dict(zip(missing.tolist(), (indexes[kind].reconstruct_batch(missing) @ query).tolist()))}
+            for i in candidates:
+                scores[i] *= max(found[i], 0.0)
+        return scores

@@ -1,0 +1,175 @@
+"""The `vqsearch` command line (contract: ../shared/docs/contract.md).
+
+Imports are lazy: every call pays for what it loads, and `query` should not pay for torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from vqsearch.errors import VQSearchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Where did I last see it? Index videos into region track tokens; query by text or crop.")
+
+DbOption = typer.Option(None, "--db", help="Index directory [default: $VQSEARCH_DB or ./vqsearch-db].")
+JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+def _db(db: Optional[Path]) -> Path:
+    return db or Path(os.environ.get("VQSEARCH_DB") or "vqsearch-db")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"vqsearch: error: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def index(
+    videos: list[Path] = typer.Argument(..., help="Video files to index."),
+    db: Optional[Path] = DbOption,
+    model: Optional[str] = typer.Option(None, "--model", help="Model name [default: the index's model, else the embedded one]."),
+    fps: float = typer.Option(5.0, "--fps", help="Frames sampled per second of video."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Index videos: sample frames, encode regions, merge them into tracks, store them."""
+    from tqdm import tqdm
+
+    from indexer.video import probe
+    from vqsearch.models.factory import DEFAULT_MODEL, create_model, get_config
+    from vqsearch.store import Store
+
+    root = _db(db)
+    store = Store.open(root, create=True)
+    name = model or store.model_name or DEFAULT_MODEL
+    get_config(name)
+    store.check_model(name)
+    infos = [probe(path) for path in videos]  # every file is checked before any work starts
+    if fps <= 0:
+        raise VQSearchError(f"--fps must be positive, got {fps}")
+    search_model = create_model(name)
+    from indexer.pipeline import index_video
+
+    summaries = []
+    for given, info in zip(videos, infos):
+        from indexer.video import sample_indices
+
+        total = len(sample_indices(info.frames, info.fps, fps))
+        with tqdm(total=total, desc=given.name, unit="frame", file=sys.stderr,
+                  disable=as_json or not sys.stderr.isatty()) as bar:
+            result = index_video(search_model, info, fps, progress=bar.update)
+        store.add_video(name, str(given), result)
+        summaries.append({
+            "video": str(given), "frames_sampled": result.frames_sampled, "tracks": len(result.tracks),
+            "region_tokens": result.region_tokens, "patch_tokens": result.patch_tokens,
+            "seconds": round(result.seconds, 3),
+        })
+        if not as_json:
+            ratio = result.patch_tokens / max(len(result.tracks), 1)
+            typer.echo(f"{given}: {result.frames_sampled} frames -> {len(result.tracks)} tracks "
+                       f"({ratio:.0f}x fewer than {result.patch_tokens} patch tokens) in {result.seconds:.1f}s")
+    if as_json:
+        typer.echo(json.dumps({"videos": summaries}))
+
+
+@app.command()
+def query(
+    text: Optional[str] = typer.Option(None, "--text", help="What to look for, in words."),
+    crop: Optional[Path] = typer.Option(None, "--crop", help="A photo or crop of the object."),
+    db: Optional[Path] = DbOption,
+    video: Optional[Path] = typer.Option(None, "--video", help="Search only this indexed video."),
+    top_k: int = typer.Option(5, "--top-k", help="How many results to list."),
+    as_json: bool = JsonOption,
+    show: Optional[Path] = typer.Option(None, "--show", help="Write a contact sheet of the answer to this PNG."),
+    model: Optional[str] = typer.Option(None, "--model", help="Must match the index's model."),
+) -> None:
+    """Find where an object was last seen, by text, by crop, or both."""
+    from queries.engine import QueryEngine
+    from vqsearch.models.factory import create_model
+    from vqsearch.store import Store
+
+    if text is None and crop is None:
+        raise VQSearchError("give --text, --crop or both")
+    store = Store.open(_db(db))
+    name = store.model_name
+    if name is None:
+        raise VQSearchError(f"the index at {_db(db)} is empty: index a video first")
+    if model is not None:
+        store.check_model(model)
+    answer = QueryEngine(store, create_model(name)).search(text, crop, video, top_k)
+    if show is not None:
+        from queries.show import contact_sheet
+
+        contact_sheet(answer, show)
+    if as_json:
+        typer.echo(json.dumps(answer.to_json()))
+        return
+    if answer.last_seen is None:
+        typer.echo("Not found above the model's threshold.")
+    else:
+        hit = answer.last_seen
+        typer.echo(f"Last seen: {hit.video}  {hit.start_time:.2f}s-{hit.end_time:.2f}s "
+                   f"(frames {hit.start_frame}-{hit.end_frame})  score {hit.score:.3f}")
+    typer.echo(f"{'rank':>4}  {'score':>6}  {'time':>13}  {'frames':>11}  video")
+    for rank, hit in enumerate(answer.results, 1):
+        typer.echo(f"{rank:>4}  {hit.score:6.3f}  {hit.start_time:6.2f}-{hit.end_time:<6.2f}  "
+                   f"{hit.start_frame:>5}-{hit.end_frame:<5}  {hit.video}")
+    if show is not None:
+        typer.echo(f"Contact sheet: {show}")
+
+
+@app.command("list")
+def list_videos(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> None:
+    """List indexed videos."""
+    from vqsearch.store import Store
+
+    store = Store.open(_db(db))
+    model = store.model_name
+    rows = [{"video": v.path, "frames": v.frames, "fps": round(v.fps, 3), "tracks": n, "model": model}
+            for v, n in store.videos()]
+    if as_json:
+        typer.echo(json.dumps({"videos": rows}))
+        return
+    for row in rows:
+        typer.echo(f"{row['video']}  {row['frames']} frames @ {row['fps']} fps  {row['tracks']} tracks  [{model}]")
+    if not rows:
+        typer.echo("No videos indexed.")
+
+
+@app.command()
+def remove(video: Path = typer.Argument(..., help="An indexed video."), db: Optional[Path] = DbOption) -> None:
+    """Remove a video's tracks and rows from the index."""
+    from vqsearch.store import Store
+
+    if not Store.open(_db(db)).remove_video(video):
+        raise VQSearchError(f"video not in the index: {video}")
+    typer.echo(f"Removed {video}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 1."""
+    try:
+        app(standalone_mode=False)
+    except VQSearchError as error:
+        _fail(str(error))
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        _fail("aborted")
+    except Exception as error:  # click usage errors and the like
+        import click
+
+        if isinstance(error, click.ClickException):
+            _fail(error.format_message())
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,316 @@
+"""The index: track vectors in FAISS, videos / tracks / per-frame observations in SQLite.
+
+Layout of a database directory:
+  index.sqlite             videos, tracks, observations, meta (model, generation)
+  visual-<gen>.faiss       unit visual track tokens, inner product, ID map -> tracks.id
+  text-<gen>.faiss         unit text-aligned track tokens (models with a text side)
+Every write builds the next generation's FAISS files beside the current ones, then commits the
+SQLite transaction that switches `generation` to them: a crash at any point leaves either the
+old or the new index whole. Writers hold an exclusive lock on the directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+from sqlalchemy import Float, ForeignKey, Integer, String, create_engine, delete, event, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from vqsearch.errors import VQSearchError
+
+if TYPE_CHECKING:
+    from indexer.pipeline import IndexedVideo
+
+SCHEMA_VERSION = "1"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String, primary_key=True)
+    value: Mapped[str] = mapped_column(String)
+
+
+class Video(Base):
+    __tablename__ = "videos"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String)                    # as given to `index`
+    abs_path: Mapped[str] = mapped_column(String, unique=True)
+    fingerprint: Mapped[str] = mapped_column(String)             # size:mtime of the file indexed
+    frames: Mapped[int] = mapped_column(Integer)
+    fps: Mapped[float] = mapped_column(Float)
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    sample_fps: Mapped[float] = mapped_column(Float)
+    frames_sampled: Mapped[int] = mapped_column(Integer)
+    patch_tokens: Mapped[int] = mapped_column(Integer)
+    region_tokens: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[float] = mapped_column(Float)            # file mtime: orders "last seen" across videos
+    tracks: Mapped[list[TrackRow]] = relationship(back_populates="video", cascade="all, delete-orphan",
+                                                  passive_deletes=True)
+
+
+class TrackRow(Base):
+    __tablename__ = "tracks"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    start_frame: Mapped[int] = mapped_column(Integer)
+    end_frame: Mapped[int] = mapped_column(Integer)
+    video: Mapped[Video] = relationship(back_populates="tracks")
+    observations: Mapped[list[Observation]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="Observation.frame")
+
+
+class Observation(Base):
+    __tablename__ = "observations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
+    frame: Mapped[int] = mapped_column(Integer)
+    x: Mapped[float] = mapped_column(Float)
+    y: Mapped[float] = mapped_column(Float)
+    width: Mapped[float] = mapped_column(Float)
+    height: Mapped[float] = mapped_column(Float)
+
+
+def file_fingerprint(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _new_index(dim: int):
+    import faiss
+
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+@dataclass
+class Vectors:
+    """The FAISS indexes of one generation (text is None for models without a text side)."""
+
+    visual: object
+    text: object | None
+
+
+class Store:
+    """Opens (or creates) a database directory for one model."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.sqlite = self.root / "index.sqlite"
+        self.engine = create_engine(f"sqlite:///{self.sqlite}")
+        event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
+        self._vectors: Vectors | None = None
+
+    @classmethod
+    def open(cls, root: Path, create: bool = False) -> Store:
+        root = Path(root)
+        if not (root / "index.sqlite").exists():
+            if not create:
+                raise VQSearchError(f"no index at {root}: run `vqsearch index VIDEO --db {root}` first")
+            if root.exists() and not root.is_dir():
+                raise VQSearchError(f"--db {root} is a file, not a directory")
+            root.mkdir(parents=True, exist_ok=True)
+        store = cls(root)
+        Base.metadata.create_all(store.engine)
+        return store
+
+    # --- metadata -----------------------------------------------------------------------------
+    def _meta(self, session: Session) -> dict[str, str]:
+        return {m.key: m.value for m in session.scalars(select(Meta))}
+
+    @property
+    def model_name(self) -> str | None:
+        with Session(self.engine) as session:
+            return self._meta(session).get("model")
+
+    def check_model(self, name: str) -> None:
+        """Refuse to mix models in one index."""
+        built = self.model_name
+        if built is not None and built != name:
+            raise VQSearchError(
+                f"the index at {self.root} was built with model {built!r}, not {name!r}; "
+                f"use --model {built} or another --db")
+
+    def videos(self) -> list[tuple[Video, int]]:
+        """Every indexed video with its number of tracks, in indexing order."""
+        from sqlalchemy import func
+
+        with Session(self.engine, expire_on_commit=False) as session:
+            counts = (select(Video, func.count(TrackRow.id)).outerjoin(TrackRow)
+                      .group_by(Video.id).order_by(Video.id))
+            return [(video, count) for video, count in session.execute(counts)]
+
+    def find_video(self, path: Path) -> Video | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.scalars(select(Video).where(Video.abs_path == str(path.resolve()))).first()
+
+    # --- vectors ------------------------------------------------------------------------------
+    def _generation(self, session: Session) -> int:
+        return int(self._meta(session).get("generation", "0"))
+
+    def _faiss_path(self, kind: str, generation: int) -> Path:
+        return self.root / f"{kind}-{generation}.faiss"
+
+    def vectors(self) -> Vectors | None:
+        """The current generation's FAISS indexes, read once per Store; None for an empty index."""
+        if self._vectors is None:
+            import faiss
+
+            with Session(self.engine) as session:
+                generation = self._generation(session)
+            if generation == 0:
+                return None
+            visual = faiss.read_index(str(self._faiss_path("visual", generation)))
+            text_path = self._faiss_path("text", generation)
+            text = faiss.read_index(str(text_path)) if text_path.exists() else None
+            self._vectors = Vectors(visual, text)
+        return self._vectors
+
+    # --- writes -------------------------------------------------------------------------------
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        with open(self.root / ".lock", "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _commit(self, session: Session, vectors: Vectors) -> None:
+        """Write the next generation's FAISS files, then switch to them in one SQLite commit."""
+        import faiss
+
+        old = self._generation(session)
+        new = old + 1
+        written = []
+        try:
+            for kind, index in (("visual", vectors.visual), ("text", vectors.text)):
+                if index is None:
+                    continue
+                path = self._faiss_path(kind, new)
+                tmp = path.with_suffix(".tmp")
+                faiss.write_index(index, str(tmp))
+                with open(tmp, "rb") as handle:
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+                written.append(path)
+            session.merge(Meta(key="generation", value=str(new)))
+            session.commit()
+        except BaseException:
+            session.rollback()
+            for path in written:
+                path.unlink(missing_ok=True)
+            raise
+        self._vectors = vectors
+        self._sweep(keep=new)
+
+    def _sweep(self, keep: int) -> None:
+        """Delete FAISS files of other generations (left by earlier writes or a crash)."""
+        for path in self.root.glob("*.faiss*"):
+            if path.name not in {f"visual-{keep}.faiss", f"text-{keep}.faiss"}:
+                path.unlink(missing_ok=True)
+
+    def _working_vectors(self, dim_visual: int, dim_text: int | None) -> Vectors:
+        """Copies of the current indexes (or empty ones) that a write may change freely."""
+        import faiss
+
+        current = self.vectors()
+        if current is None:
+            return Vectors(_new_index(dim_visual), _new_index(dim_text) if dim_text else None)
+        return Vectors(faiss.clone_index(current.visual),
+                       faiss.clone_index(current.text) if current.text is not None else None)
+
+    def add_video(self, model_name: str, given_path: str, result: IndexedVideo) -> None:
+        """Store one indexed video, replacing an earlier index of the same file, atomically."""
+        with self._write_lock(), Session(self.engine) as session:
+            meta = self._meta(session)
+            if meta.get("model", model_name) != model_name:
+                raise VQSearchError(f"the index at {self.root} was built with model {meta['model']!r}")
+            session.merge(Meta(key="model", value=model_name))
+            session.merge(Meta(key="schema", value=SCHEMA_VERSION))
+            self._vectors = None  # another process may have written since we read
+            vectors = self._working_vectors(result.visual.shape[1],
+                                            None if result.text is None else result.text.shape[1])
+            info = result.info
+            abs_path = str(info.path.resolve())
+            previous = session.scalars(select(Video).where(Video.abs_path == abs_path)).first()
+            if previous is not None:
+                self._remove_vectors(vectors, self._track_ids(session, previous.id))
+                session.delete(previous)
+                session.flush()
+            video = Video(
+                path=given_path, abs_path=abs_path, fingerprint=file_fingerprint(info.path),
+                frames=info.frames, fps=info.fps, width=info.width, height=info.height,
+                sample_fps=result.sample_fps, frames_sampled=result.frames_sampled,
+                patch_tokens=result.patch_tokens, region_tokens=result.region_tokens,
+                recorded_at=info.path.stat().st_mtime,
+            )
+            for track in result.tracks:
+                row = TrackRow(start_frame=track.frames[0], end_frame=track.frames[-1])
+                row.observations = [
+                    Observation(frame=f, x=float(b[0]), y=float(b[1]), width=float(b[2]), height=float(b[3]))
+                    for f, b in zip(track.frames, track.boxes)
+                ]
+                video.tracks.append(row)
+            session.add(video)
+            session.flush()
+            ids = np.array([row.id for row in video.tracks], dtype=np.int64)
+            if len(ids):
+                vectors.visual.add_with_ids(result.visual, ids)
+                if vectors.text is not None and result.text is not None:
+                    vectors.text.add_with_ids(result.text, ids)
+            self._commit(session, vectors)
+
+    def remove_video(self, path: Path) -> bool:
+        """Delete a video's rows and vectors atomically; False if it was not indexed."""
+        with self._write_lock(), Session(self.engine) as session:
+            video = session.scalars(select(Video).where(Video.abs_path == str(path.resolve()))).first()
+            if video is None:
+                video = session.scalars(select(Video).where(Video.path == str(path))).first()
+            if video is None:
+                return False
+            self._vectors = None
+            vectors = self._working_vectors(0, None)  # a stored video implies stored vectors
+            self._remove_vectors(vectors, self._track_ids(session, video.id))
+            session.delete(video)
+            session.flush()
+            self._commit(session, vectors)
+            return True
+
+    @staticmethod
+    def _remove_vectors(vectors: Vectors, ids: list[int]) -> None:
+        if not ids:
+            return
+        id_array = np.asarray(ids, dtype=np.int64)
+        vectors.visual.remove_ids(id_array)
+        if vectors.text is not None:
+            vectors.text.remove_ids(id_array)
+
+    # --- reads for queries --------------------------------------------------------------------
+    def tracks(self, ids: list[int]) -> dict[int, TrackRow]:
+        """Tracks by id with their video and observations loaded."""
+        from sqlalchemy.orm import selectinload
+
+        with Session(self.engine, expire_on_commit=False) as session:
+            rows = session.scalars(
+                select(TrackRow).where(TrackRow.id.in_(ids))
+                .options(selectinload(TrackRow.observations), selectinload(TrackRow.video))
+            ).all()
+            return {row.id: row for row in rows}
+
+    def track_ids_of(self, video: Video) -> list[int]:
+        with Session(self.engine) as session:
+            return self._track_ids(session, video.id)
+
+    @staticmethod
+    def _track_ids(session: Session, video_id: int) -> list[int]:
+        return list(session.scalars(select(TrackRow.id).where(TrackRow.video_id == video_id)))
