@@ -37,7 +37,9 @@ class Hit:
     start_time: float
     end_time: float
     boxes: list[Box] = field(default_factory=list)
-    track_id: int = 0
+    track_id: int = 0       # the rest is for the program, not the JSON
+    source: str = ""        # absolute path of the video file
+    fps: float = 0.0
 
     @classmethod
     def from_track(cls, row: TrackRow, score: float) -> Hit:
@@ -45,11 +47,13 @@ class Hit:
         boxes = [Box(o.frame, round(o.x, 1), round(o.y, 1), round(o.width, 1), round(o.height, 1))
                  for o in row.observations]
         return cls(row.video.path, round(float(score), 4), row.start_frame, row.end_frame,
-                   round(row.start_frame / fps, 3), round(row.end_frame / fps, 3), boxes, row.id)
+                   round(row.start_frame / fps, 3), round(row.end_frame / fps, 3), boxes, row.id,
+                   row.video.abs_path, fps)
 
     def to_json(self) -> dict:
         out = asdict(self)
-        out.pop("track_id")
+        for private in ("track_id", "source", "fps"):
+            out.pop(private)
         return out
 
 

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# One-time set-up on a fresh machine: a venv in .venv with vqsearch and its test tools.
+# torch is pinned to the build pip finds on this kind of machine; elsewhere it comes from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --upgrade pip
+.venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+.venv/bin/pip install -q -e '.[test]'

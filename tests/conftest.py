@@ -1,0 +1,41 @@
+"""Shared fixtures: the ../shared data (a failure under CI when absent) and a private model cache."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+# Exported ONNX models and label embeddings go to one cache per test session, not ~/.cache.
+os.environ.setdefault("VQSEARCH_CACHE", tempfile.mkdtemp(prefix="vqsearch-test-cache-"))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+VIDEOS = SHARED / "data" / "videos"
+
+
+def need_shared(path: Path) -> Path:
+    """Skip where ../shared is absent, except under CI, where skipping would prove nothing."""
+    if not path.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{path} is missing under CI: the real-data tests must run")
+        pytest.skip(f"{path} not present")
+    return path
+
+
+@pytest.fixture(scope="session")
+def videos() -> Path:
+    return need_shared(VIDEOS)
+
+
+@pytest.fixture(scope="session")
+def ball_crop(videos: Path, tmp_path_factory) -> Path:
+    """The yellow ball in 02_cups.mp4 at frame 0 (box x=366, y=428, w=72, h=70), as a PNG."""
+    import decord
+    from PIL import Image
+
+    frame = decord.VideoReader(str(videos / "02_cups.mp4"))[0].asnumpy()
+    path = tmp_path_factory.mktemp("crops") / "ball.png"
+    Image.fromarray(frame[428:498, 366:438]).save(path)
+    return path
