@@ -3,6 +3,7 @@
 T-REN's rule: with both a text and a crop, a track's score is the product of its visual and
 textual similarities; tracks above the model's threshold are occurrences, and the answer to
 "where did I last see it" is the kept track that ends last (videos ordered by recording time).
+Models whose similarities are compressed (ConSE) also require a fraction of the best score.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class QueryEngine:
         threshold = (config.joint_threshold if len(queries) == 2
                      else config.text_threshold if "text" in queries else config.visual_threshold)
         ranked = sorted(scores, key=scores.get, reverse=True)
+        if ranked:
+            threshold = max(threshold, config.relative_threshold * scores[ranked[0]])
         kept = [i for i in ranked if scores[i] > threshold]
         rows = self.store.tracks(ranked[:top_k] + kept)
         last = max(kept, key=lambda i: (rows[i].video.recorded_at, rows[i].video.id, rows[i].end_frame,

@@ -56,6 +56,7 @@ class ModelConfig:
     visual_threshold: float = 0.5       # crop query: keep tracks with visual similarity above
     text_threshold: float = 0.3         # text query: keep tracks with text similarity above
     joint_threshold: float = 0.18       # text + crop: product of similarities above (T-REN tau_sim)
+    relative_threshold: float = 0.0     # ... and at least this fraction of the best track's score
     extra: dict = field(default_factory=dict)
 
 

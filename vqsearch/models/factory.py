@@ -24,8 +24,9 @@ CONFIGS: dict[str, ModelConfig] = {
         track_tau=0.15,
         min_track_frames=2,
         visual_threshold=0.4,
-        text_threshold=0.45,
-        joint_threshold=0.25,
+        text_threshold=0.5,
+        joint_threshold=0.2,
+        relative_threshold=0.9,
     ),
 }
 
