@@ -6,6 +6,8 @@ frames is held at a time, so memory stays flat in the video's length.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +30,19 @@ class VideoInfo:
         return self.frames / self.fps
 
 
+@contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """FFmpeg and decord log to file descriptor 2 from C; our own error line says what failed."""
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def sample_indices(frames: int, video_fps: float, target_fps: float) -> list[int]:
     """Original-frame indices closest to every 1/target_fps seconds (all frames if target >= fps)."""
     if target_fps <= 0:
@@ -43,9 +58,10 @@ def probe(path: Path) -> VideoInfo:
     if not path.is_file():
         raise VQSearchError(f"no such video file: {path}")
     try:
-        reader = decord.VideoReader(str(path), num_threads=1)
-        frames, fps = len(reader), float(reader.get_avg_fps())
-        height, width = reader[0].shape[:2]
+        with native_stderr_silenced():
+            reader = decord.VideoReader(str(path), num_threads=1)
+            frames, fps = len(reader), float(reader.get_avg_fps())
+            height, width = reader[0].shape[:2]
     except (decord.DECORDError, RuntimeError, IndexError) as error:
         raise VQSearchError(f"cannot read video {path}: {str(error).splitlines()[0][:200]}") from None
     if frames < 1 or not fps > 0:

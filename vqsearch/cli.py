@@ -28,7 +28,7 @@ def _db(db: Optional[Path]) -> Path:
 
 def _fail(message: str) -> None:
     typer.echo(f"vqsearch: error: {message}", err=True)
-    raise typer.Exit(1)
+    sys.exit(1)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -48,7 +49,9 @@ def session(
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
         os.close(fd)
         try:
-            export(Path(tmp))
+            with warnings.catch_warnings():  # the exporter's deprecation chatter is not for users
+                warnings.simplefilter("ignore")
+                export(Path(tmp))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):

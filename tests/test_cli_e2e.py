@@ -1,0 +1,137 @@
+"""End to end through the `vqsearch` command on the three real sample videos, embedded model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def vqsearch(*args: str, db: Path, check: bool = True) -> subprocess.CompletedProcess:
+    run = subprocess.run([sys.executable, "-m", "vqsearch.cli", *args, "--db", str(db)],
+                         capture_output=True, text=True, env=os.environ.copy())
+    if check and run.returncode != 0:
+        raise AssertionError(f"vqsearch {' '.join(args)} failed: {run.stderr}")
+    return run
+
+
+@pytest.fixture(scope="module")
+def db(videos: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("db")
+    out = vqsearch("index", *(str(videos / n) for n in ("02_cups.mp4", "04_coffee.mp4", "bedroom.mp4")),
+                   "--json", db=root)
+    summary = json.loads(out.stdout)["videos"]
+    assert [Path(v["video"]).name for v in summary] == ["02_cups.mp4", "04_coffee.mp4", "bedroom.mp4"]
+    for video in summary:
+        assert video["frames_sampled"] in (34, 48, 51)
+        assert video["patch_tokens"] >= 100 * video["tracks"] > 0
+        assert video["region_tokens"] > video["tracks"] / 10
+    return root
+
+
+def query(db: Path, *args: str) -> dict:
+    return json.loads(vqsearch("query", *args, "--json", db=db).stdout)
+
+
+def test_crop_of_the_ball_finds_its_reappearance(db, ball_crop):
+    answer = query(db, "--crop", str(ball_crop))
+    last = answer["last_seen"]
+    assert Path(last["video"]).name == "02_cups.mp4"
+    assert 280 <= last["start_frame"] <= last["end_frame"] <= 299
+    assert last["end_time"] == pytest.approx(last["end_frame"] / 29.97, abs=0.01)
+    # a box on every sampled frame of the occurrence, around the ball (x about 700-790 there)
+    assert [b["frame"] for b in last["boxes"]][0] == last["start_frame"]
+    for box in last["boxes"]:
+        assert box["x"] <= 760 and box["x"] + box["width"] >= 740 and box["width"] < 400
+    assert answer["results"][0]["score"] == max(r["score"] for r in answer["results"])
+
+
+@pytest.mark.parametrize("text, video", [("coffee mug", "04_coffee.mp4"), ("quilt", "bedroom.mp4"),
+                                         ("bed", "bedroom.mp4"), ("ball", "02_cups.mp4")])
+def test_text_ranks_the_right_video_first(db, text, video):
+    answer = query(db, "--text", text, "--top-k", "3")
+    assert answer["query"] == {"text": text, "crop": None}
+    assert Path(answer["results"][0]["video"]).name == video
+    assert Path(answer["last_seen"]["video"]).name == video
+
+
+def test_text_and_crop_together_and_video_filter(db, ball_crop, videos):
+    both = query(db, "--text", "ball", "--crop", str(ball_crop))
+    assert 280 <= both["last_seen"]["start_frame"] <= 299
+    only = query(db, "--text", "ball", "--video", str(videos / "bedroom.mp4"), "--top-k", "4")
+    assert {Path(r["video"]).name for r in only["results"]} == {"bedroom.mp4"}
+
+
+def test_show_writes_a_contact_sheet(db, ball_crop, tmp_path):
+    from PIL import Image
+
+    sheet = tmp_path / "answer.png"
+    out = vqsearch("query", "--crop", str(ball_crop), "--show", str(sheet), db=db)
+    assert "Last seen" in out.stdout and "02_cups.mp4" in out.stdout
+    with Image.open(sheet) as image:
+        assert image.width == 1280 and image.height > 300
+
+
+def test_list_and_remove_and_reindex(db, videos, tmp_path):
+    import shutil
+
+    copy = tmp_path / "db"
+    shutil.copytree(db, copy)
+    listed = json.loads(vqsearch("list", "--json", db=copy).stdout)["videos"]
+    assert [(Path(v["video"]).name, v["model"]) for v in listed] == [
+        ("02_cups.mp4", "lite0-conse"), ("04_coffee.mp4", "lite0-conse"), ("bedroom.mp4", "lite0-conse")]
+    vqsearch("index", str(videos / "bedroom.mp4"), db=copy)  # again: replaced, not duplicated
+    assert len(json.loads(vqsearch("list", "--json", db=copy).stdout)["videos"]) == 3
+    vqsearch("remove", str(videos / "bedroom.mp4"), db=copy)
+    names = [Path(v["video"]).name for v in json.loads(vqsearch("list", "--json", db=copy).stdout)["videos"]]
+    assert names == ["02_cups.mp4", "04_coffee.mp4"]
+    answer = query(copy, "--text", "quilt")
+    assert "bedroom.mp4" not in {Path(r["video"]).name for r in answer["results"]}
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.name != ".lock"}
+
+
+@pytest.mark.parametrize("args", [
+    ("index", "{missing}"),
+    ("index", "{text_file}"),
+    ("index", "{video}", "--model", "no-such-model"),
+    ("index", "{video}", "--fps", "0"),
+    ("query", "--text", "  "),
+    ("query",),
+    ("query", "--crop", "{text_file}"),
+    ("query", "--crop", "{missing}"),
+    ("query", "--text", "ball", "--video", "{missing}"),
+    ("remove", "{missing}"),
+])
+def test_bad_input_is_one_line_and_leaves_the_index_alone(db, videos, tmp_path, args):
+    import shutil
+
+    copy = tmp_path / "db"
+    shutil.copytree(db, copy)
+    before = _snapshot(copy)
+    text_file = tmp_path / "notes.mp4"
+    text_file.write_text("not a video or an image")
+    values = {"missing": str(tmp_path / "missing.mp4"), "text_file": str(text_file),
+              "video": str(videos / "bedroom.mp4")}
+    run = vqsearch(*(a.format(**values) for a in args), db=copy, check=False)
+    assert run.returncode != 0
+    lines = [line for line in run.stderr.splitlines() if line.strip() and "Warning" not in line]
+    assert len(lines) == 1 and lines[0].startswith("vqsearch: error: "), run.stderr
+    assert _snapshot(copy) == before
+
+
+def test_an_index_from_another_model_is_refused(db, tmp_path, videos):
+    import shutil
+
+    copy = tmp_path / "db"
+    shutil.copytree(db, copy)
+    run = vqsearch("query", "--text", "ball", "--model", "some-other-model", db=copy, check=False)
+    assert run.returncode == 1 and "built with model 'lite0-conse'" in run.stderr
