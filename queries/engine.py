@@ -43,12 +43,14 @@ class Hit:
     fps: float = 0.0
 
     @classmethod
-    def from_track(cls, row: TrackRow, score: float) -> Hit:
+    def from_track(cls, row: TrackRow, score: float, until_frame: int | None = None) -> Hit:
+        """A hit for a stored track, cut at `until_frame` when only the past may be seen."""
         fps = row.video.fps
         boxes = [Box(o.frame, round(o.x, 1), round(o.y, 1), round(o.width, 1), round(o.height, 1))
-                 for o in row.observations]
-        return cls(row.video.path, round(float(score), 4), row.start_frame, row.end_frame,
-                   round(row.start_frame / fps, 3), round(row.end_frame / fps, 3), boxes, row.id,
+                 for o in row.observations if until_frame is None or o.frame <= until_frame]
+        end = boxes[-1].frame if until_frame is not None else row.end_frame
+        return cls(row.video.path, round(float(score), 4), row.start_frame, end,
+                   round(row.start_frame / fps, 3), round(end / fps, 3), boxes, row.id,
                    row.video.abs_path, fps)
 
     def to_json(self) -> dict:
@@ -123,7 +125,16 @@ class QueryEngine:
             queries["text"] = self.encode_text(text.strip())
         if crop is not None:
             queries["visual"] = self.encode_crop(load_crop(crop))
-        scores = self._scores(queries, self._selector(video))
+        hits = self.answer(queries, video, top_k)
+        return Answer(text, str(crop) if crop is not None else None, *hits)
+
+    def answer(self, queries: dict[str, np.ndarray], video: Path | None = None, top_k: int = 5,
+               until_frame: int | None = None) -> tuple[Hit | None, list[Hit]]:
+        """(last_seen, ranked results) for encoded queries {"text": .., "visual": ..}.
+
+        `until_frame` answers as of that frame (VQ2D): only tracks that started by then count.
+        """
+        scores = self._scores(queries, self._selector(video, until_frame))
         config = self.model.config
         threshold = (config.joint_threshold if len(queries) == 2
                      else config.text_threshold if "text" in queries else config.visual_threshold)
@@ -132,24 +143,26 @@ class QueryEngine:
             threshold = max(threshold, config.relative_threshold * scores[ranked[0]])
         kept = [i for i in ranked if scores[i] > threshold]
         rows = self.store.tracks(ranked[:top_k] + kept)
-        last = max(kept, key=lambda i: (rows[i].video.recorded_at, rows[i].video.id, rows[i].end_frame,
-                                         scores[i]), default=None)
-        return Answer(
-            text, str(crop) if crop is not None else None,
-            Hit.from_track(rows[last], scores[last]) if last is not None else None,
-            [Hit.from_track(rows[i], scores[i]) for i in ranked[:top_k]],
-        )
+        def seen_until(i: int) -> int:
+            return rows[i].end_frame if until_frame is None else min(rows[i].end_frame, until_frame)
 
-    def _selector(self, video: Path | None):
-        """FAISS search parameters restricted to one video's tracks, or None for all videos."""
-        if video is None:
+        last = max(kept, key=lambda i: (rows[i].video.recorded_at, rows[i].video.id, seen_until(i), scores[i]),
+                   default=None)
+        return (Hit.from_track(rows[last], scores[last], until_frame) if last is not None else None,
+                [Hit.from_track(rows[i], scores[i], until_frame) for i in ranked[:top_k]])
+
+    def _selector(self, video: Path | None, until_frame: int | None = None):
+        """FAISS search parameters restricted to one video's tracks (and those started by a frame)."""
+        if video is None and until_frame is None:
             return None
         import faiss
 
-        row = self.store.find_video(video)
-        if row is None:
-            raise VQSearchError(f"video not in the index: {video}")
-        ids = np.asarray(self.store.track_ids_of(row), dtype=np.int64)
+        row = None
+        if video is not None:
+            row = self.store.find_video(video)
+            if row is None:
+                raise VQSearchError(f"video not in the index: {video}")
+        ids = np.asarray(self.store.track_ids(row, until_frame), dtype=np.int64)
         return faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids)), len(ids)
 
     def _scores(self, queries: dict[str, np.ndarray], selector) -> dict[int, float]:

@@ -51,13 +51,14 @@ def test_add_reindex_remove(tmp_path, video_files):
     store.add_video("m", "a.mp4", _indexed(video_files[0], 4, 2))  # re-index replaces, never duplicates
     reopened = Store.open(tmp_path / "db")
     assert _state(reopened) == ([("b.mp4", 2), ("a.mp4", 4)], (6, 6))
-    rows = reopened.tracks(reopened.track_ids_of(reopened.find_video(video_files[0])))
+    rows = reopened.tracks(reopened.track_ids(reopened.find_video(video_files[0])))
     assert sorted(len(r.observations) for r in rows.values()) == [2, 2, 2, 2]
     assert reopened.remove_video(video_files[1]) is True
     assert reopened.remove_video(video_files[1]) is False
     again = Store.open(tmp_path / "db")
     assert _state(again) == ([("a.mp4", 4)], (4, 4))
-    ids = set(again.track_ids_of(again.find_video(video_files[0])))
+    ids = set(again.track_ids(again.find_video(video_files[0])))
+    assert again.track_ids(started_by=2) == sorted(ids)[:3]
     _, found = again.vectors().visual.search(np.ones((1, 8), np.float32), 10)
     assert set(found[0][found[0] >= 0].tolist()) == ids
     assert sorted(p.name for p in (tmp_path / "db").glob("*.faiss")) == ["text-4.faiss", "visual-4.faiss"]

@@ -153,6 +153,96 @@ def remove(video: Path = typer.Argument(..., help="An indexed video."), db: Opti
     typer.echo(f"Removed {video}")
 
 
+bench = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                    help="Ego4D VQ2D benchmark: run, evaluate, build DAVIS episodes.")
+app.add_typer(bench, name="bench")
+
+METRIC_KEYS = ("tAP", "tAP@0.25", "stAP", "stAP@0.25", "success", "recovery")
+
+
+@bench.command("vq2d")
+def bench_vq2d(
+    annotations: Path = typer.Option(..., "--annotations", help="VQ2D annotation file (e.g. vq_val.json)."),
+    clips: Path = typer.Option(..., "--clips", help="Folder of <clip_uid>.mp4 clips."),
+    out: Path = typer.Option(Path("predictions.json"), "--out", help="Predictions file to write."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model name [default: the embedded one]."),
+    no_text: bool = typer.Option(False, "--no-text", help="Do not query with the object title."),
+    no_crop: bool = typer.Option(False, "--no-crop", help="Do not query with the visual crop."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Answer every valid VQ2D query set and write challenge-format predictions (resumable)."""
+    from queries.vq2d_runner import run_vq2d
+    from vqsearch.models.factory import DEFAULT_MODEL
+
+    summary = run_vq2d(annotations, clips, out, model_name=model or DEFAULT_MODEL, use_text=not no_text,
+                       use_crop=not no_crop, progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    typer.echo(f"{summary['predictions']}: {summary['queries']} queries on {summary['clips']} clips "
+               f"({summary['answered']} answered; {summary['clips_indexed']} clips indexed, "
+               f"{summary['clips_resumed']} resumed); {summary['tracks']} tracks, "
+               f"{summary['compression']:.0f}x fewer than {summary['patch_tokens']} patch tokens; "
+               f"{summary['seconds']:.1f}s")
+
+
+@bench.command("vq2d-eval")
+def bench_vq2d_eval(
+    annotations: Path = typer.Option(..., "--annotations", help="VQ2D annotation file."),
+    predictions: Path = typer.Option(..., "--predictions", help="Challenge-format predictions file."),
+    as_json: bool = JsonOption,
+) -> None:
+    """The official VQ2D metrics of a predictions file."""
+    from queries.vq2d_format import load_annotations, load_predictions
+    from queries.vq2d_metrics import evaluate
+
+    loaded = []
+    for kind, path, load in (("annotation", annotations, load_annotations),
+                             ("predictions", predictions, load_predictions)):
+        if not path.is_file():
+            raise VQSearchError(f"no such {kind} file: {path}")
+        try:
+            loaded.append(load(path))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise VQSearchError(f"{kind} file {path} is not JSON: {error}") from None
+        except ValueError as error:
+            raise VQSearchError(f"bad {kind} file {path}: {error}") from None
+        except OSError as error:
+            raise VQSearchError(f"cannot read {kind} file {path}: {error}") from None
+    try:
+        metrics = evaluate(*loaded)
+    except ValueError as error:
+        raise VQSearchError(f"invalid predictions {predictions}: {error}") from None
+    metrics = {key: metrics[key] for key in METRIC_KEYS}
+    if as_json:
+        typer.echo(json.dumps(metrics))
+        return
+    for key in METRIC_KEYS:
+        unit = " %" if key in ("success", "recovery") else ""
+        typer.echo(f"{key:>10}  {metrics[key]:8.4f}{unit}")
+
+
+@bench.command("make-davis")
+def bench_make_davis(
+    davis: Path = typer.Option(..., "--davis", help="DAVIS 2016 folder with JPEGImages/480p and Annotations/480p."),
+    out: Path = typer.Option(..., "--out", help="Output folder (clips/ and vq_davis.json)."),
+    episodes: int = typer.Option(6, "--episodes", help="How many episodes (clips) to build."),
+    seed: int = typer.Option(0, "--seed", help="Random seed of the episode plan."),
+) -> None:
+    """Build a small real VQ2D-format benchmark from DAVIS 2016 val sequences."""
+    from queries.vq2d_davis import build_davis_episodes
+
+    if not (davis / "JPEGImages").is_dir() or not (davis / "Annotations").is_dir():
+        raise VQSearchError(f"{davis} is not a DAVIS folder (needs JPEGImages/ and Annotations/)")
+    if episodes < 1:
+        raise VQSearchError(f"--episodes must be at least 1, got {episodes}")
+    try:
+        path = build_davis_episodes(davis, out, episodes, seed, progress=sys.stderr.isatty())
+    except (ValueError, OSError) as error:
+        raise VQSearchError(f"cannot build DAVIS episodes: {error}") from None
+    typer.echo(str(path))
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 1."""
     try:

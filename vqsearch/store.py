@@ -307,10 +307,16 @@ class Store:
             ).all()
             return {row.id: row for row in rows}
 
-    def track_ids_of(self, video: Video) -> list[int]:
+    def track_ids(self, video: Video | None = None, started_by: int | None = None) -> list[int]:
+        """Ids of the tracks of one video (or all), optionally only those starting by a frame."""
         with Session(self.engine) as session:
-            return self._track_ids(session, video.id)
+            return self._track_ids(session, video.id if video else None, started_by)
 
     @staticmethod
-    def _track_ids(session: Session, video_id: int) -> list[int]:
-        return list(session.scalars(select(TrackRow.id).where(TrackRow.video_id == video_id)))
+    def _track_ids(session: Session, video_id: int | None, started_by: int | None = None) -> list[int]:
+        query = select(TrackRow.id)
+        if video_id is not None:
+            query = query.where(TrackRow.video_id == video_id)
+        if started_by is not None:
+            query = query.where(TrackRow.start_frame <= started_by)
+        return list(session.scalars(query))

@@ -1,0 +1,250 @@
+"""Run vqsearch on an Ego4D VQ2D annotation file and write challenge-format predictions.
+
+Clip by clip: ``<clips_dir>/<clip_uid>.mp4`` is indexed (frames 0..max query frame of the clip
+only: nothing after a query frame may be searched) into its own Store under a work directory
+beside the output, ``.<out_name>.work/<clip_uid>/``. Every valid query set of the clip is then
+answered with its visual crop and/or its object title, and the clip's predictions are saved as
+``predictions.json`` in that directory. An interrupted run therefore resumes: a clip with saved
+predictions (for the same settings) is skipped, a clip whose store already holds the indexed
+clip is not indexed again.
+
+The prediction of a query set is its "last seen" track (the engine's rule, restricted to tracks
+that start on or before the query frame), cut at the query frame, with missing frames inside
+the track filled by linear interpolation (the official format needs contiguous tracks), boxes
+scaled to the annotation's original frame size. No answer -> empty track, score 0.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from queries.vq2d_format import (
+    PredictedBox,
+    PredictedTrack,
+    QueryKey,
+    ValidQuery,
+    build_predictions,
+    iter_valid_queries,
+    load_annotations,
+    track_to_json,
+    validate_predictions,
+    write_json_atomic,
+    write_predictions,
+)
+from vqsearch.errors import VQSearchError
+from vqsearch.models.factory import DEFAULT_MODEL
+
+MAX_SAMPLE_FPS = 5.0
+CLIP_PREDICTIONS = "predictions.json"
+
+
+def work_dir_for(out_path: Path) -> Path:
+    out_path = Path(out_path)
+    return out_path.parent / f".{out_path.name}.work"
+
+
+def sample_fps_for(clip_fps: float, override: float | None = None) -> float:
+    """Native rate for clips at <= 5 fps (VQ2D clips are 5 fps), else 5 fps."""
+    if override is not None:
+        if not override > 0:
+            raise VQSearchError(f"fps must be positive, got {override}")
+        return float(override)
+    return float(clip_fps) if clip_fps <= MAX_SAMPLE_FPS else MAX_SAMPLE_FPS
+
+
+def _load(annotations_path: Path):
+    try:
+        return load_annotations(annotations_path)
+    except FileNotFoundError:
+        raise VQSearchError(f"no such annotation file: {annotations_path}") from None
+    except IsADirectoryError:
+        raise VQSearchError(f"annotation path is a directory: {annotations_path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise VQSearchError(f"annotation file {annotations_path} is not JSON: {error}") from None
+    except ValueError as error:
+        raise VQSearchError(f"bad annotation file {annotations_path}: {error}") from None
+    except OSError as error:
+        raise VQSearchError(f"cannot read annotation file {annotations_path}: {error}") from None
+
+
+def _read_frame(path: Path, frame: int) -> np.ndarray:
+    import decord
+
+    from indexer.video import native_stderr_silenced
+
+    with native_stderr_silenced():
+        reader = decord.VideoReader(str(path), num_threads=1)
+        frame = min(max(frame, 0), len(reader) - 1)
+        return reader[frame].asnumpy()
+
+
+def cut_crop(frame: np.ndarray, query: ValidQuery) -> np.ndarray | None:
+    """The visual crop, its box scaled from the annotation's original size to the decoded frame."""
+    vc = query.query_set.visual_crop
+    height, width = frame.shape[:2]
+    sx = width / vc.original_width if vc.original_width else 1.0
+    sy = height / vc.original_height if vc.original_height else 1.0
+    x1, y1 = max(0, int(np.floor(vc.x * sx))), max(0, int(np.floor(vc.y * sy)))
+    x2 = min(width, int(np.ceil((vc.x + vc.width) * sx)))
+    y2 = min(height, int(np.ceil((vc.y + vc.height) * sy)))
+    if x2 - x1 < 2 or y2 - y1 < 2:
+        return None
+    return np.ascontiguousarray(frame[y1:y2, x1:x2])
+
+
+def track_boxes(observations, scale: tuple[float, float]) -> list[PredictedBox]:
+    """A hit's boxes with gaps filled by linear interpolation, as scaled corner boxes."""
+    obs = sorted(observations, key=lambda o: o.frame)
+    if not obs:
+        return []
+    frames = np.array([o.frame for o in obs], dtype=float)
+    xyxy = np.array([[o.x, o.y, o.x + o.width, o.y + o.height] for o in obs], dtype=float)
+    every = np.arange(obs[0].frame, obs[-1].frame + 1)
+    filled = np.stack([np.interp(every, frames, xyxy[:, k]) for k in range(4)], axis=1)
+    filled *= np.array([scale[0], scale[1], scale[0], scale[1]])
+    return [PredictedBox(int(f), *(round(float(v), 2) for v in box)) for f, box in zip(every, filled)]
+
+
+def run_vq2d(
+    annotations_path: str | Path,
+    clips_dir: str | Path,
+    out_path: str | Path,
+    model_name: str = DEFAULT_MODEL,
+    use_text: bool = True,
+    use_crop: bool = True,
+    fps: float | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Answer every valid query set of the annotations; write and validate the predictions.
+
+    Returns a summary: clips, clips_indexed, clips_resumed, queries, answered, tracks,
+    patch_tokens, compression (patch tokens per stored track), seconds, predictions (path)."""
+    from tqdm import tqdm
+
+    from indexer.pipeline import index_video
+    from indexer.video import probe
+    from queries.engine import QueryEngine
+    from vqsearch.models.factory import create_model, get_config
+    from vqsearch.store import Store, file_fingerprint
+
+    start = time.perf_counter()
+    annotations_path, clips_dir, out_path = Path(annotations_path), Path(clips_dir), Path(out_path)
+    if not use_text and not use_crop:
+        raise VQSearchError("nothing to query with: both the text and the crop are turned off")
+    get_config(model_name)
+    annotations = _load(annotations_path)
+    if not clips_dir.is_dir():
+        raise VQSearchError(f"no such clips directory: {clips_dir}")
+    if out_path.exists() and out_path.is_dir():
+        raise VQSearchError(f"--out {out_path} is a directory")
+    if not out_path.parent.is_dir():
+        raise VQSearchError(f"no such directory for --out: {out_path.parent}")
+
+    by_clip: dict[str, list[ValidQuery]] = {}
+    for query in iter_valid_queries(annotations):
+        by_clip.setdefault(query.clip_uid, []).append(query)
+    missing = [uid for uid in by_clip if not (clips_dir / f"{uid}.mp4").is_file()]
+    if missing:
+        raise VQSearchError(f"{len(missing)} of {len(by_clip)} clips are missing from {clips_dir}, "
+                            f"e.g. {missing[0]}.mp4")
+
+    work = work_dir_for(out_path)
+    model = None
+    tracks: dict[QueryKey, PredictedTrack] = {}
+    indexed = resumed = answered = total_tracks = total_patch = 0
+    for clip_uid, queries in tqdm(list(by_clip.items()), desc="vq2d", unit="clip", file=sys.stderr,
+                                  disable=not progress):
+        clip_path = clips_dir / f"{clip_uid}.mp4"
+        clip_work = work / clip_uid
+        cutoff = max(q.query_set.query_frame for q in queries)
+        sample_fps = sample_fps_for(queries[0].clip_fps, fps)
+        settings = {"model": model_name, "text": use_text, "crop": use_crop, "fps": sample_fps,
+                    "cutoff": cutoff, "fingerprint": file_fingerprint(clip_path)}
+        saved_path = clip_work / CLIP_PREDICTIONS
+        saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
+        if saved is not None and saved.get("settings") == settings:
+            resumed += 1
+            total_tracks += saved["tracks"]
+            total_patch += saved["patch_tokens"]
+            for q in queries:
+                raw = saved["predictions"].get(f"{q.annotation_index}/{q.query_set_id}")
+                if raw is not None:
+                    tracks[q.key] = PredictedTrack(tuple(PredictedBox(**b) for b in raw["bboxes"]), raw["score"])
+            continue
+
+        if model is None:
+            model = create_model(model_name)
+        store = Store.open(clip_work / "index", create=True)
+        store.check_model(model_name)
+        info = probe(clip_path)
+        info = replace(info, frames=min(info.frames, cutoff + 1))  # never look past the query frame
+        row = store.find_video(clip_path)
+        if not (row is not None and row.fingerprint == settings["fingerprint"] and row.frames == info.frames
+                and abs(row.sample_fps - sample_fps) < 1e-9):
+            result = index_video(model, info, sample_fps)
+            store.add_video(model_name, str(clip_path), result)
+            store = Store.open(clip_work / "index")
+            indexed += 1
+        video, n_tracks = next((v, n) for v, n in store.videos() if v.abs_path == str(clip_path.resolve()))
+        scale_of: dict[tuple, tuple[float, float]] = {}
+        engine = QueryEngine(store, model)
+        frames: dict[int, np.ndarray] = {}
+        clip_preds: dict[str, dict] = {}
+        text_ok = use_text and model.has_text and store.vectors() is not None and store.vectors().text is not None
+        for q in queries:
+            qs = q.query_set
+            vectors: dict[str, np.ndarray] = {}
+            if use_crop:
+                fno = qs.visual_crop.frame_number
+                if fno not in frames:
+                    frames[fno] = _read_frame(clip_path, fno)
+                crop = cut_crop(frames[fno], q)
+                if crop is not None:
+                    vectors["visual"] = engine.encode_crop(crop)
+            if text_ok and qs.object_title and qs.object_title.strip():
+                vectors["text"] = engine.encode_text(qs.object_title.strip())
+            last = engine.answer(vectors, until_frame=qs.query_frame)[0] if vectors else None
+            track = PredictedTrack((), 0.0)
+            if last is not None:
+                box = qs.response_track[0]
+                key = (box.original_width, box.original_height)
+                if key not in scale_of:
+                    scale_of[key] = (box.original_width / video.width if box.original_width else 1.0,
+                                     box.original_height / video.height if box.original_height else 1.0)
+                boxes = track_boxes(last.boxes, scale_of[key])
+                if boxes:
+                    track = PredictedTrack(tuple(boxes), round(float(last.score), 6))
+            tracks[q.key] = track
+            clip_preds[f"{q.annotation_index}/{q.query_set_id}"] = track_to_json(track)
+        total_tracks += n_tracks
+        total_patch += video.patch_tokens
+        write_json_atomic(saved_path, {"settings": settings, "tracks": n_tracks,
+                                       "patch_tokens": video.patch_tokens, "predictions": clip_preds})
+
+    answered = sum(1 for t in tracks.values() if t.bboxes)
+    predictions = build_predictions(annotations, tracks, fill_missing=True)
+    validate_predictions(annotations, predictions)
+    write_predictions(out_path, predictions)
+    n_queries = sum(len(qs) for qs in by_clip.values())
+    return {
+        "predictions": str(out_path),
+        "clips": len(by_clip),
+        "clips_indexed": indexed,
+        "clips_resumed": resumed,
+        "queries": n_queries,
+        "answered": answered,
+        "tracks": total_tracks,
+        "patch_tokens": total_patch,
+        "compression": round(total_patch / max(total_tracks, 1), 2),
+        "model": model_name,
+        "text": use_text,
+        "crop": use_crop,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
