@@ -55,16 +55,37 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
 
 
 def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8, progress=None) -> IndexedVideo:
-    """Turn one video into track tokens. `progress(n)` is called with each batch's frame count."""
+    """Turn one video into track tokens. `progress(n)` is called with each batch's frame count.
+
+    On the CPU, BLAS and torch run single-threaded here: the per-frame matrices are small (a few
+    hundred rows), OpenBLAS's thread start-up cost them 10-80x more than the arithmetic on this
+    2-core machine, and idle-spinning torch threads slowed the backbone's own thread pool.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _index_video(model, info, fps, batch, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, progress) -> IndexedVideo:
     start = time.perf_counter()
     config, backbone, encoder = model.config, model.backbone, model.region_encoder
     indices = sample_indices(info.frames, info.fps, fps)
     size = backbone.input_size(info.height, info.width)
     points = grid_points(*size, backbone.stride, config.prompt_stride)
     builder = TrackBuilder(config.track_tau)
+    pooling = encoder.region_pooling  # text tokens from masks, per frame (REN's training-free transfer)
     patch_tokens = region_tokens = 0
     for chunk, frames in prefetch(stream(info, indices, size, batch)):
-        features = backbone.features(frames)
+        if pooling is not None:
+            features, contexts = backbone.features_with_context(frames)
+        else:
+            features = backbone.features(frames)
         patch_tokens += features.shape[0] * features.shape[2] * features.shape[3]
         with torch.inference_mode():
             out = encoder(torch.from_numpy(features), points.expand(len(chunk), -1, -1))
@@ -74,6 +95,8 @@ def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8,
         for b, frame in enumerate(chunk):
             regions = merge_in_frame(tokens[b], masks[b], prompt_points, config.merge_cosine,
                                      config.merge_mask_iou, config.min_group)
+            if pooling is not None:
+                regions.text = pooling(contexts[b], regions.masks)
             region_tokens += len(regions.tokens)
             builder.add_frame(frame, regions, mask_boxes(regions.masks, (info.height, info.width)))
         if progress:
@@ -81,7 +104,9 @@ def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8,
     tracks = [t for t in builder.tracks if len(t.frames) >= config.min_track_frames]
     track_tokens = np.stack([t.token for t in tracks]).astype(np.float32) if tracks else np.zeros((0, backbone.dim), np.float32)
     text = None
-    if model.has_text and len(tracks):
+    if model.has_text and len(tracks) and pooling is not None:
+        text = unit(np.stack([t.text_token for t in tracks])).astype(np.float32)
+    elif model.has_text and len(tracks):
         with torch.inference_mode():
             text = unit(encoder.project_text(torch.from_numpy(track_tokens)).numpy()).astype(np.float32)
     return IndexedVideo(info, fps, len(indices), patch_tokens, region_tokens, tracks, unit(track_tokens),

@@ -5,12 +5,21 @@ The index records the model name it was built with; `query` rebuilds that model 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from vqsearch.errors import VQSearchError
 from vqsearch.models.base import ModelConfig, SearchModel
 
 DEFAULT_MODEL = "lite0-conse"
+OPENCLIP = "openclip:"              # openclip:<architecture>:<pretrained tag | checkpoint path>
+TREN = "tren:"                      # tren:openclip:<architecture>:<tag | path>:<T-REN head .pth>
+TINY_OPENCLIP = "openclip:tiny-random"  # test-only: a small randomly initialised (seeded) ViT
+_RANDOM_ARCHS = ("tiny-random",)    # = openclip.LOCAL_ARCHS: no weights needed (kept import-free)
+
+# T-REN's paper values (design.md); text/visual thresholds for CLIP-space cosines, uncalibrated.
+_PAPER = dict(merge_cosine=0.975, merge_mask_iou=0.8, track_tau=0.65, joint_threshold=0.18,
+              visual_threshold=0.5, text_threshold=0.2)
 
 # Thresholds of the embedded model were calibrated on ../shared/data/videos (see README, "Models").
 CONFIGS: dict[str, ModelConfig] = {
@@ -28,6 +37,8 @@ CONFIGS: dict[str, ModelConfig] = {
         joint_threshold=0.2,
         relative_threshold=0.9,
     ),
+    TINY_OPENCLIP: ModelConfig(name=TINY_OPENCLIP, input_long_side=128, crop_long_side=64, **_PAPER,
+                               extra={"arch": "tiny-random", "pretrained": None}),
 }
 
 
@@ -35,32 +46,133 @@ def _build_lite0_conse(config: ModelConfig, device: str) -> SearchModel:
     from vqsearch.models.conse import ConSE, label_embeddings
     from vqsearch.models.efficientnet import EfficientNetLite0, imagenet_classifier
     from vqsearch.models.minilm import MiniLMTextEncoder
-    from vqsearch.regions import AffinityRegionEncoder
 
     backbone = EfficientNetLite0(config.input_long_side)
     text = MiniLMTextEncoder()
 
-    def region_encoder() -> AffinityRegionEncoder:
+    def region_encoder():
+        from vqsearch.regions import AffinityRegionEncoder  # torch: only when indexing
+
         conse = ConSE(*imagenet_classifier(), label_embeddings(text, "all-MiniLM-L6-v2"))
         return AffinityRegionEncoder(backbone.stride, text_projection=conse)
 
     return SearchModel(config, backbone, text, region_encoder)
 
 
-_BUILDERS: dict[str, Callable[[ModelConfig, str], SearchModel]] = {DEFAULT_MODEL: _build_lite0_conse}
+def _openclip_parts(name: str) -> tuple[str, str | None]:
+    """openclip:<arch>:<pretrained> -> (arch, pretrained); the pretrained part may hold colons."""
+    parts = name.split(":", 2)
+    arch = parts[1] if len(parts) > 1 else ""
+    pretrained = parts[2] if len(parts) > 2 else None
+    if not arch or (not pretrained and arch not in _RANDOM_ARCHS):
+        raise VQSearchError(f"bad model name {name!r}: use openclip:<architecture>:<pretrained tag or "
+                            "checkpoint path>, e.g. openclip:ViT-B-16:laion2b_s34b_b88k")
+    return arch, pretrained
+
+
+def _openclip_config(name: str) -> ModelConfig:
+    arch, pretrained = _openclip_parts(name)
+    return ModelConfig(name=name, input_long_side=512, crop_long_side=224, **_PAPER,
+                       extra={"arch": arch, "pretrained": pretrained})
+
+
+def _tren_config(name: str) -> ModelConfig:
+    """tren:<openclip model name>:<head path>; the head path is what follows the last colon."""
+    inner, _, head = name[len(TREN):].rpartition(":")
+    if not inner.startswith(OPENCLIP) or not head:
+        raise VQSearchError(f"bad model name {name!r}: use tren:openclip:<architecture>:<tag or path>:"
+                            "<T-REN head .pth>")
+    base = CONFIGS[inner] if inner in CONFIGS else _openclip_config(inner)
+    return replace(base, name=name, extra={**base.extra, "openclip": inner, "head": head})
+
+
+def _openclip_parts_built(config: ModelConfig, device: str):
+    from vqsearch.models.openclip import OpenCLIPBackbone, OpenCLIPText, load_openclip, resolve_device
+
+    dev = resolve_device(device)
+    model, tokenizer = load_openclip(config.extra["arch"], config.extra["pretrained"], dev)
+    return OpenCLIPBackbone(model, config.input_long_side, dev), OpenCLIPText(model, tokenizer, dev)
+
+
+def _build_openclip(config: ModelConfig, device: str) -> SearchModel:
+    """OpenCLIP patch tokens, training-free regions, text tokens by REN's masked CLS pooling."""
+    backbone, text = _openclip_parts_built(config, device)
+
+    def region_encoder():
+        from vqsearch.models.openclip import CLIPRegionPooling
+        from vqsearch.regions import AffinityRegionEncoder
+
+        return AffinityRegionEncoder(backbone.stride, region_pooling=CLIPRegionPooling(backbone))
+
+    return SearchModel(config, backbone, text, region_encoder)
+
+
+def _build_tren_openclip(config: ModelConfig, device: str) -> SearchModel:
+    """A learned T-REN head on OpenCLIP patch tokens, its text projector into OpenCLIP's text space."""
+    from pathlib import Path
+
+    head_path = Path(config.extra["head"])
+    if not head_path.is_file():
+        raise VQSearchError(f"no such T-REN head checkpoint: {head_path}")
+    backbone, text = _openclip_parts_built(config, device)
+
+    def region_encoder():
+        from vqsearch.models.openclip import resolve_device
+        from vqsearch.models.tren import load_tren_head
+
+        head = load_tren_head(head_path)
+        if head.config.dim != backbone.dim or head.text_dim != text.dim:
+            raise VQSearchError(
+                f"T-REN head {head_path} is for {head.config.dim}-d features and {head.text_dim}-d text, "
+                f"but {config.extra['openclip']} gives {backbone.dim}-d features and {text.dim}-d text")
+        if head.config.patch_size != backbone.stride:
+            raise VQSearchError(f"T-REN head {head_path} was trained at patch size {head.config.patch_size}, "
+                                f"the backbone's is {backbone.stride}")
+        return head.to(resolve_device(device))
+
+    return SearchModel(config, backbone, text, region_encoder)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    config: Callable[[str], ModelConfig]
+    build: Callable[[ModelConfig, str], SearchModel]
+
+
+# The one registry: exact names first, then name families by prefix (longest prefix wins).
+_BUILDERS: dict[str, Callable[[ModelConfig, str], SearchModel]] = {
+    DEFAULT_MODEL: _build_lite0_conse,
+    TINY_OPENCLIP: _build_openclip,
+}
+_FAMILIES: dict[str, _Entry] = {
+    OPENCLIP: _Entry(_openclip_config, _build_openclip),
+    TREN: _Entry(_tren_config, _build_tren_openclip),
+}
+_PATTERNS = ("openclip:<architecture>:<pretrained tag or checkpoint path>",
+             "tren:openclip:<architecture>:<tag or path>:<T-REN head .pth>")
 
 
 def model_names() -> list[str]:
-    return sorted(CONFIGS)
+    """Registered names, then the name patterns of the families."""
+    return sorted(CONFIGS) + list(_PATTERNS)
+
+
+def _resolve(name: str) -> tuple[ModelConfig, Callable[[ModelConfig, str], SearchModel]]:
+    if name in CONFIGS:
+        return CONFIGS[name], _BUILDERS[name]
+    for prefix in sorted(_FAMILIES, key=len, reverse=True):
+        if name.startswith(prefix):
+            entry = _FAMILIES[prefix]
+            return entry.config(name), entry.build
+    raise VQSearchError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
 
 
 def get_config(name: str) -> ModelConfig:
-    if name not in CONFIGS:
-        raise VQSearchError(f"unknown model {name!r}; known models: {', '.join(model_names())}")
-    return CONFIGS[name]
+    """The config of a model name (syntax only: no weights are looked at)."""
+    return _resolve(name)[0]
 
 
 def create_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> SearchModel:
-    """Build a model by name, ready to index (and to encode queries)."""
-    config = get_config(name)
-    return _BUILDERS[name](config, device)
+    """Build a model by name, ready to index (and to encode queries). device: auto, cpu or cuda."""
+    config, build = _resolve(name)
+    return build(config, device)
