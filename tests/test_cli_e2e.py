@@ -135,3 +135,13 @@ def test_an_index_from_another_model_is_refused(db, tmp_path, videos):
     shutil.copytree(db, copy)
     run = vqsearch("query", "--text", "ball", "--model", "some-other-model", db=copy, check=False)
     assert run.returncode == 1 and "built with model 'lite0-conse'" in run.stderr
+
+
+def test_query_does_not_import_torch(db):
+    """A query answers from ONNX Runtime and FAISS alone: torch would add seconds to every call."""
+    code = ("import sys; from vqsearch.cli import app\n"
+            f"try: app(['query', '--text', 'mug', '--db', {str(db)!r}, '--json'], standalone_mode=False)\n"
+            "except SystemExit: pass\n"
+            "print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert run.stdout.strip().splitlines()[-1] == "False", run.stderr
