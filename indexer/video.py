@@ -7,6 +7,7 @@ frames is held at a time, so memory stays flat in the video's length.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,12 @@ def native_stderr_silenced() -> Iterator[None]:
             os.close(saved)
 
 
+def _reason(error: Exception) -> str:
+    """decord's message without its timestamp and source location: what went wrong, briefly."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return re.sub(r"^\[[\d:]+\]\s+\S+:\d+:\s*(error:?\s*)?", "", first, flags=re.IGNORECASE)[:200]
+
+
 def sample_indices(frames: int, video_fps: float, target_fps: float) -> list[int]:
     """Original-frame indices closest to every 1/target_fps seconds (all frames if target >= fps)."""
     if target_fps <= 0:
@@ -63,7 +70,7 @@ def probe(path: Path) -> VideoInfo:
             frames, fps = len(reader), float(reader.get_avg_fps())
             height, width = reader[0].shape[:2]
     except (decord.DECORDError, RuntimeError, IndexError) as error:
-        raise VQSearchError(f"cannot read video {path}: {str(error).splitlines()[0][:200]}") from None
+        raise VQSearchError(f"cannot read video {path} (truncated, corrupt or not a video): {_reason(error)}") from None
     if frames < 1 or not fps > 0:
         raise VQSearchError(f"cannot read video {path}: no frames or no frame rate")
     return VideoInfo(path, frames, fps, int(width), int(height))
@@ -81,6 +88,6 @@ def stream(info: VideoInfo, indices: list[int], size_hw: tuple[int, int], batch:
             frames = reader.get_batch(chunk).asnumpy()
         except (decord.DECORDError, RuntimeError) as error:
             raise VQSearchError(
-                f"cannot decode {info.path} near frame {chunk[0]}: {str(error).splitlines()[0][:200]}"
+                f"cannot decode {info.path} near frame {chunk[0]} (truncated or corrupt?): {_reason(error)}"
             ) from None
         yield chunk, frames

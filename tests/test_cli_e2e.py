@@ -102,6 +102,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 @pytest.mark.parametrize("args", [
     ("index", "{missing}"),
     ("index", "{text_file}"),
+    ("index", "{video}", "{truncated}"),
     ("index", "{video}", "--model", "no-such-model"),
     ("index", "{video}", "--fps", "0"),
     ("query", "--text", "  "),
@@ -119,8 +120,11 @@ def test_bad_input_is_one_line_and_leaves_the_index_alone(db, videos, tmp_path, 
     before = _snapshot(copy)
     text_file = tmp_path / "notes.mp4"
     text_file.write_text("not a video or an image")
+    truncated = tmp_path / "truncated.mp4"
+    data = (videos / "02_cups.mp4").read_bytes()
+    truncated.write_bytes(data[: len(data) * 6 // 10])
     values = {"missing": str(tmp_path / "missing.mp4"), "text_file": str(text_file),
-              "video": str(videos / "bedroom.mp4")}
+              "video": str(videos / "bedroom.mp4"), "truncated": str(truncated)}
     run = vqsearch(*(a.format(**values) for a in args), db=copy, check=False)
     assert run.returncode != 0
     lines = [line for line in run.stderr.splitlines() if line.strip() and "Warning" not in line]
