@@ -120,13 +120,17 @@ class QueryEngine:
             raise VQSearchError("give --text, --crop or both")
         if top_k < 1:
             raise VQSearchError(f"--top-k must be at least 1, got {top_k}")
+        hits = self.answer(self.encode_queries(text, crop), video, top_k)
+        return Answer(text, str(crop) if crop is not None else None, *hits)
+
+    def encode_queries(self, text: str | None, crop: Path | None) -> dict[str, np.ndarray]:
+        """{"text": .., "visual": ..} query tokens for what was given."""
         queries = {}
         if text is not None:
             queries["text"] = self.encode_text(text.strip())
         if crop is not None:
             queries["visual"] = self.encode_crop(load_crop(crop))
-        hits = self.answer(queries, video, top_k)
-        return Answer(text, str(crop) if crop is not None else None, *hits)
+        return queries
 
     def answer(self, queries: dict[str, np.ndarray], video: Path | None = None, top_k: int = 5,
                until_frame: int | None = None) -> tuple[Hit | None, list[Hit]]:

@@ -240,8 +240,6 @@ class SAM2Stages:
         self.score_threshold, self.min_mask_pixels = score_threshold, min_mask_pixels
         self.chunk_frames, self.jpeg_quality = chunk_frames, jpeg_quality
         self._image_key: bytes | None = None
-        if model is None:
-            note_fallback()
 
     @classmethod
     def from_config(cls, config: str | None, checkpoint: str | None, device: str = "cpu",
@@ -311,7 +309,9 @@ class SAM2Stages:
         returning (refined box, unit token). Fallback: the box as given, re-encoded."""
         height, width = frame_rgb.shape[:2]
         refined: BoxXYWH = tuple(float(v) for v in box)
-        if self.model is not None:
+        if self.model is None:
+            note_fallback()
+        else:
             import torch
 
             cx, cy, cw, ch = self.context_crop(box, height, width)
@@ -350,6 +350,7 @@ class SAM2Stages:
             raise ValueError(f"start frame {start_frame} is not among the clip's frames")
         box = tuple(float(v) for v in box)
         if self.model is None:
+            note_fallback()
             result = {}
             items = own_boxes.items() if isinstance(own_boxes, Mapping) else (
                 (b.frame, (b.x, b.y, b.width, b.height)) for b in (own_boxes or ()))

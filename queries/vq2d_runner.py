@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,9 @@ from queries.vq2d_format import (
 )
 from vqsearch.errors import VQSearchError
 from vqsearch.models.factory import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from queries.sam2_stages import SAM2Stages
 
 MAX_SAMPLE_FPS = 5.0
 CLIP_PREDICTIONS = "predictions.json"
@@ -121,6 +124,7 @@ def run_vq2d(
     use_crop: bool = True,
     fps: float | None = None,
     progress: bool = True,
+    stages: SAM2Stages | None = None,
 ) -> dict[str, Any]:
     """Answer every valid query set of the annotations; write and validate the predictions.
 
@@ -131,6 +135,7 @@ def run_vq2d(
     from indexer.pipeline import index_video
     from indexer.video import probe
     from queries.engine import QueryEngine
+    from queries.relocate import relocate
     from vqsearch.models.factory import create_model, get_config
     from vqsearch.store import Store, file_fingerprint
 
@@ -155,6 +160,7 @@ def run_vq2d(
         raise VQSearchError(f"{len(missing)} of {len(by_clip)} clips are missing from {clips_dir}, "
                             f"e.g. {missing[0]}.mp4")
 
+    stages_label = None if stages is None else ("sam2" if stages.available() else "region-boxes")
     work = work_dir_for(out_path)
     model = None
     tracks: dict[QueryKey, PredictedTrack] = {}
@@ -166,6 +172,7 @@ def run_vq2d(
         cutoff = max(q.query_set.query_frame for q in queries)
         sample_fps = sample_fps_for(queries[0].clip_fps, fps)
         settings = {"model": model_name, "text": use_text, "crop": use_crop, "fps": sample_fps,
+                    "stages": stages_label,
                     "cutoff": cutoff, "fingerprint": file_fingerprint(clip_path)}
         saved_path = clip_work / CLIP_PREDICTIONS
         saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
@@ -210,7 +217,12 @@ def run_vq2d(
                     vectors["visual"] = engine.encode_crop(crop)
             if text_ok and qs.object_title and qs.object_title.strip():
                 vectors["text"] = engine.encode_text(qs.object_title.strip())
-            last = engine.answer(vectors, until_frame=qs.query_frame)[0] if vectors else None
+            if not vectors:
+                last = None
+            elif stages is None:
+                last = engine.answer(vectors, until_frame=qs.query_frame)[0]
+            else:
+                last = relocate(engine, stages, vectors, until_frame=qs.query_frame)
             track = PredictedTrack((), 0.0)
             if last is not None:
                 box = qs.response_track[0]
@@ -245,6 +257,7 @@ def run_vq2d(
         "compression": round(total_patch / max(total_tracks, 1), 2),
         "model": model_name,
         "text": use_text,
+        "stages": stages_label,
         "crop": use_crop,
         "seconds": round(time.perf_counter() - start, 3),
     }

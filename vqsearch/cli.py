@@ -19,6 +19,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Where did I last see it? Index videos into region track tokens; query by text or crop.")
 
 DbOption = typer.Option(None, "--db", help="Index directory [default: $VQSEARCH_DB or ./vqsearch-db].")
+Sam2ConfigOption = typer.Option(None, "--sam2-config", envvar="VQSEARCH_SAM2_CONFIG",
+                                help="SAM 2 config name or YAML (e.g. configs/sam2.1/sam2.1_hiera_t.yaml).")
+Sam2CheckpointOption = typer.Option(None, "--sam2-checkpoint", envvar="VQSEARCH_SAM2_CHECKPOINT",
+                                    help="Local SAM 2 checkpoint for box refinement and tracking.")
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
 
 
@@ -89,8 +93,13 @@ def query(
     as_json: bool = JsonOption,
     show: Optional[Path] = typer.Option(None, "--show", help="Write a contact sheet of the answer to this PNG."),
     model: Optional[str] = typer.Option(None, "--model", help="Must match the index's model."),
+    sam2_config: Optional[str] = Sam2ConfigOption,
+    sam2_checkpoint: Optional[str] = Sam2CheckpointOption,
 ) -> None:
-    """Find where an object was last seen, by text, by crop, or both."""
+    """Find where an object was last seen, by text, by crop, or both.
+
+    With SAM 2 weights, the last occurrence is refined and tracked on every frame (VQ2D stages).
+    """
     from queries.engine import QueryEngine
     from vqsearch.models.factory import create_model
     from vqsearch.store import Store
@@ -103,7 +112,14 @@ def query(
         raise VQSearchError(f"the index at {_db(db)} is empty: index a video first")
     if model is not None:
         store.check_model(model)
-    answer = QueryEngine(store, create_model(name)).search(text, crop, video, top_k)
+    engine = QueryEngine(store, create_model(name))
+    answer = engine.search(text, crop, video, top_k)
+    if answer.last_seen is not None and (sam2_config or sam2_checkpoint):
+        from queries.relocate import relocate
+        from queries.sam2_stages import SAM2Stages
+
+        stages = SAM2Stages.from_config(sam2_config, sam2_checkpoint)
+        answer.last_seen = relocate(engine, stages, engine.encode_queries(text, crop))
     if show is not None:
         from queries.show import contact_sheet
 
@@ -168,14 +184,26 @@ def bench_vq2d(
     model: Optional[str] = typer.Option(None, "--model", help="Model name [default: the embedded one]."),
     no_text: bool = typer.Option(False, "--no-text", help="Do not query with the object title."),
     no_crop: bool = typer.Option(False, "--no-crop", help="Do not query with the visual crop."),
+    no_relocate: bool = typer.Option(False, "--no-relocate",
+                                     help="Skip refinement, tracking and query augmentation (VQ2D steps 3-5)."),
+    sam2_config: Optional[str] = Sam2ConfigOption,
+    sam2_checkpoint: Optional[str] = Sam2CheckpointOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Answer every valid VQ2D query set and write challenge-format predictions (resumable)."""
+    """Answer every valid VQ2D query set and write challenge-format predictions (resumable).
+
+    Steps 3-5 use SAM 2 when its config and checkpoint are given, else the region tracks' boxes.
+    """
     from queries.vq2d_runner import run_vq2d
     from vqsearch.models.factory import DEFAULT_MODEL
 
+    stages = None
+    if not no_relocate:
+        from queries.sam2_stages import SAM2Stages
+
+        stages = SAM2Stages.from_config(sam2_config, sam2_checkpoint)
     summary = run_vq2d(annotations, clips, out, model_name=model or DEFAULT_MODEL, use_text=not no_text,
-                       use_crop=not no_crop, progress=not as_json and sys.stderr.isatty())
+                       use_crop=not no_crop, progress=not as_json and sys.stderr.isatty(), stages=stages)
     if as_json:
         typer.echo(json.dumps(summary))
         return
