@@ -11,11 +11,16 @@ from scipy.sparse.csgraph import connected_components
 
 @dataclass
 class FrameRegions:
-    """A frame's merged regions: tokens [M, D], masks [M, h, w], prompt points [M, 2] (y, x)."""
+    """A frame's merged regions: tokens [M, D], masks [M, h, w], prompt points [M, 2] (y, x).
+
+    `text` [M, T]: text-aligned tokens of the merged regions, when the model makes them per frame
+    from masks (REN's region pooling) rather than by projecting track tokens.
+    """
 
     tokens: np.ndarray
     masks: np.ndarray
     points: np.ndarray
+    text: np.ndarray | None = None
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -64,13 +69,21 @@ class Track:
     frames: list[int] = field(default_factory=list)
     boxes: list[np.ndarray] = field(default_factory=list)
     points: list[np.ndarray] = field(default_factory=list)
+    text_sum: np.ndarray | None = None  # per-frame text tokens summed, when the regions have them
 
     @property
     def token(self) -> np.ndarray:
         return self.token_sum / len(self.frames)
 
-    def add(self, frame: int, token: np.ndarray, box: np.ndarray, point: np.ndarray) -> None:
+    @property
+    def text_token(self) -> np.ndarray | None:
+        return None if self.text_sum is None else self.text_sum / len(self.frames)
+
+    def add(self, frame: int, token: np.ndarray, box: np.ndarray, point: np.ndarray,
+            text: np.ndarray | None = None) -> None:
         self.token_sum = self.token_sum + token
+        if text is not None:
+            self.text_sum = text if self.text_sum is None else self.text_sum + text
         self.frames.append(frame)
         self.boxes.append(box)
         self.points.append(point)
@@ -106,6 +119,7 @@ class TrackBuilder:
             if r not in matched:
                 self.tracks.append(Track(np.zeros_like(regions.tokens[r])))
                 matched[r] = len(self.tracks) - 1
-            self.tracks[matched[r]].add(frame, regions.tokens[r], boxes[r], regions.points[r])
+            text = None if regions.text is None else regions.text[r]
+            self.tracks[matched[r]].add(frame, regions.tokens[r], boxes[r], regions.points[r], text)
             active.append(matched[r])
         self._active = active

@@ -10,9 +10,26 @@ of the raw patch features (T-REN's values are raw patch tokens too).
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+
+class RegionPooling(Protocol):
+    """Region masks -> text-aligned region tokens through the backbone's own global pooling.
+
+    REN's training-free transfer (e.g. `vqsearch.models.openclip.CLIPRegionPooling`). It needs
+    more than visual tokens, so the pipeline calls it once per frame, after the in-frame merge,
+    with that frame's backbone context: a backbone that goes with a pooling has
+    `features_with_context(frames) -> (features, contexts)`, `contexts[b]` being frame b's.
+    """
+
+    dim: int
+
+    def __call__(self, context: Any, masks: np.ndarray) -> np.ndarray:
+        """One frame's context, masks [M, h, w] -> float32 [M, dim], unit norm."""
 
 
 class RegionEncoder(torch.nn.Module):
@@ -21,11 +38,13 @@ class RegionEncoder(torch.nn.Module):
     forward(feature_maps [B, D, h, w], points [B, P, 2] as (y, x) pixels in the model's input
     resolution) returns {"tokens": [B, P, k, D], "masks": [B, P, k, h, w]} with masks
     max-normalised to 1. `project_text` maps (merged) visual tokens to text-aligned tokens, or
-    is None when the model has no text side.
+    is None when the model has no text side. A model whose text tokens come from masks instead
+    (REN's training-free transfer) sets `region_pooling`; `project_text` is then not used.
     """
 
     k: int = 1
     text_dim: int | None = None
+    region_pooling: RegionPooling | None = None
 
     def project_text(self, tokens: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -39,16 +58,21 @@ def grid_points(height: int, width: int, stride: int, every: int = 1) -> torch.T
 
 
 class AffinityRegionEncoder(RegionEncoder):
-    """Training-free region encoder (k=1) with ConSE or no text projection."""
+    """Training-free region encoder (k=1) with ConSE, region pooling or no text side."""
 
-    def __init__(self, stride: int, temperature: float = 0.05, sigma_cells: float = 2.5, text_projection=None):
+    def __init__(self, stride: int, temperature: float = 0.05, sigma_cells: float = 2.5, text_projection=None,
+                 region_pooling: RegionPooling | None = None):
         super().__init__()
+        if text_projection is not None and region_pooling is not None:
+            raise ValueError("give a text projection or a region pooling, not both")
         self.k = 1
         self.stride = stride
         self.temperature = temperature
         self.sigma = sigma_cells
         self.text_projection = text_projection
-        self.text_dim = None if text_projection is None else text_projection.dim
+        self.region_pooling = region_pooling
+        side = text_projection if text_projection is not None else region_pooling
+        self.text_dim = None if side is None else side.dim
 
     def forward(self, feature_maps: torch.Tensor, points: torch.Tensor) -> dict[str, torch.Tensor]:
         b, d, h, w = feature_maps.shape
