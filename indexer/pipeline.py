@@ -80,6 +80,8 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
     points = grid_points(*size, backbone.stride, config.prompt_stride)
     builder = TrackBuilder(config.track_tau)
     pooling = encoder.region_pooling  # text tokens from masks, per frame (REN's training-free transfer)
+    device = next(encoder.parameters(), torch.empty(0)).device  # a learned head may sit on a GPU
+    points_on_device = points.to(device)
     patch_tokens = region_tokens = 0
     for chunk, frames in prefetch(stream(info, indices, size, batch)):
         if pooling is not None:
@@ -87,10 +89,10 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
         else:
             features = backbone.features(frames)
         patch_tokens += features.shape[0] * features.shape[2] * features.shape[3]
-        with torch.inference_mode():
-            out = encoder(torch.from_numpy(features), points.expand(len(chunk), -1, -1))
-        tokens = out["tokens"].flatten(1, 2).numpy()
-        masks = out["masks"].flatten(1, 2).numpy()
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            out = encoder(torch.from_numpy(features).to(device), points_on_device.expand(len(chunk), -1, -1))
+        tokens = out["tokens"].flatten(1, 2).float().cpu().numpy()
+        masks = out["masks"].flatten(1, 2).float().cpu().numpy()
         prompt_points = points.repeat_interleave(encoder.k, 0).numpy()
         for b, frame in enumerate(chunk):
             regions = merge_in_frame(tokens[b], masks[b], prompt_points, config.merge_cosine,
@@ -108,6 +110,7 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
         text = unit(np.stack([t.text_token for t in tracks])).astype(np.float32)
     elif model.has_text and len(tracks):
         with torch.inference_mode():
-            text = unit(encoder.project_text(torch.from_numpy(track_tokens)).numpy()).astype(np.float32)
+            text = encoder.project_text(torch.from_numpy(track_tokens).to(device)).float().cpu().numpy()
+        text = unit(text).astype(np.float32)
     return IndexedVideo(info, fps, len(indices), patch_tokens, region_tokens, tracks, unit(track_tokens),
                         text, time.perf_counter() - start)

@@ -171,7 +171,7 @@ class QueryEngine:
 
     def _scores(self, queries: dict[str, np.ndarray], selector) -> dict[int, float]:
         """Per track id: the similarity of each query, multiplied (T-REN), negatives clipped to 0."""
-        vectors = self.store.vectors()
+        vectors = self.store.search_vectors()
         if vectors is None:
             return {}
         indexes = {"visual": vectors.visual, "text": vectors.text}

@@ -19,9 +19,10 @@ import torch
 
 from vqsearch.errors import VQSearchError
 from vqsearch.models import factory
+from vqsearch.models.device import resolve_device  # noqa: E402
 from vqsearch.models.openclip import (
     LOCAL_ARCHS, TINY_RANDOM, CLIPRegionPooling, OpenCLIPBackbone, OpenCLIPCheckpointError, OpenCLIPText,
-    load_openclip, read_state_dict, resolve_device,
+    load_openclip, read_state_dict,
 )
 
 open_clip = pytest.importorskip("open_clip")

@@ -24,6 +24,7 @@ Sam2ConfigOption = typer.Option(None, "--sam2-config", envvar="VQSEARCH_SAM2_CON
 Sam2CheckpointOption = typer.Option(None, "--sam2-checkpoint", envvar="VQSEARCH_SAM2_CHECKPOINT",
                                     help="Local SAM 2 checkpoint for box refinement and tracking.")
 JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table.")
+DeviceOption = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu or cuda.")
 
 
 def _db(db: Optional[Path]) -> Path:
@@ -42,6 +43,7 @@ def index(
     model: Optional[str] = typer.Option(None, "--model", help="Model name [default: the index's model, else the embedded one]."),
     fps: float = typer.Option(5.0, "--fps", help="Frames sampled per second of video."),
     as_json: bool = JsonOption,
+    device: str = DeviceOption,
 ) -> None:
     """Index videos: sample frames, encode regions, merge them into tracks, store them."""
     from tqdm import tqdm
@@ -58,7 +60,7 @@ def index(
     infos = [probe(path) for path in videos]  # every file is checked before any work starts
     if fps <= 0:
         raise VQSearchError(f"--fps must be positive, got {fps}")
-    search_model = create_model(name)
+    search_model = create_model(name, device)
     from indexer.pipeline import index_video
 
     summaries = []
@@ -95,6 +97,7 @@ def query(
     model: Optional[str] = typer.Option(None, "--model", help="Must match the index's model."),
     sam2_config: Optional[str] = Sam2ConfigOption,
     sam2_checkpoint: Optional[str] = Sam2CheckpointOption,
+    device: str = DeviceOption,
 ) -> None:
     """Find where an object was last seen, by text, by crop, or both.
 
@@ -106,19 +109,21 @@ def query(
 
     if text is None and crop is None:
         raise VQSearchError("give --text, --crop or both")
-    store = Store.open(_db(db))
+    store = Store.open(_db(db), device=device)  # FAISS searches on a GPU when one is there
     name = store.model_name
     if name is None:
         raise VQSearchError(f"the index at {_db(db)} is empty: index a video first")
     if model is not None:
         store.check_model(model)
-    engine = QueryEngine(store, create_model(name))
+    engine = QueryEngine(store, create_model(name, device))
     answer = engine.search(text, crop, video, top_k)
     if answer.last_seen is not None and (sam2_config or sam2_checkpoint):
         from queries.relocate import relocate
         from queries.sam2_stages import SAM2Stages
 
-        stages = SAM2Stages.from_config(sam2_config, sam2_checkpoint)
+        from vqsearch.models.device import resolve_device
+
+        stages = SAM2Stages.from_config(sam2_config, sam2_checkpoint, str(resolve_device(device)))
         answer.last_seen = relocate(engine, stages, engine.encode_queries(text, crop))
     if show is not None:
         from queries.show import contact_sheet

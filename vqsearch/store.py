@@ -103,15 +103,17 @@ class Vectors:
 class Store:
     """Opens (or creates) a database directory for one model."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, device: str = "cpu") -> None:
         self.root = Path(root)
         self.sqlite = self.root / "index.sqlite"
         self.engine = create_engine(f"sqlite:///{self.sqlite}")
         event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
         self._vectors: Vectors | None = None
+        self._gpu_vectors: Vectors | None = None
+        self.device = device  # "auto" or "cuda": search on a GPU when faiss-gpu sees one
 
     @classmethod
-    def open(cls, root: Path, create: bool = False) -> Store:
+    def open(cls, root: Path, create: bool = False, device: str = "cpu") -> Store:
         root = Path(root)
         if not (root / "index.sqlite").exists():
             if not create:
@@ -119,7 +121,7 @@ class Store:
             if root.exists() and not root.is_dir():
                 raise VQSearchError(f"--db {root} is a file, not a directory")
             root.mkdir(parents=True, exist_ok=True)
-        store = cls(root)
+        store = cls(root, device)
         Base.metadata.create_all(store.engine)
         return store
 
@@ -175,6 +177,22 @@ class Store:
             self._vectors = Vectors(visual, text)
         return self._vectors
 
+    def search_vectors(self) -> Vectors | None:
+        """The current vectors for searching: copied to a GPU when `device` asks for one and
+        faiss-gpu is installed and sees a GPU; else the CPU indexes. Writes always use the CPU."""
+        import faiss
+
+        vectors = self.vectors()
+        wants_gpu = self.device != "cpu" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+        if vectors is None or not wants_gpu:
+            return vectors
+        if self._gpu_vectors is None:
+            resources = faiss.StandardGpuResources()
+            self._gpu_vectors = Vectors(
+                faiss.index_cpu_to_gpu(resources, 0, vectors.visual),
+                None if vectors.text is None else faiss.index_cpu_to_gpu(resources, 0, vectors.text))
+        return self._gpu_vectors
+
     # --- writes -------------------------------------------------------------------------------
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
@@ -210,7 +228,7 @@ class Store:
             for path in written:
                 path.unlink(missing_ok=True)
             raise
-        self._vectors = vectors
+        self._vectors, self._gpu_vectors = vectors, None
         self._sweep(keep=new)
 
     def _sweep(self, keep: int) -> None:

@@ -13,7 +13,8 @@ from vqsearch.models.base import ModelConfig, SearchModel
 
 DEFAULT_MODEL = "lite0-conse"
 OPENCLIP = "openclip:"              # openclip:<architecture>:<pretrained tag | checkpoint path>
-TREN = "tren:"                      # tren:openclip:<architecture>:<tag | path>:<T-REN head .pth>
+DINOV3 = "dinov3:"                  # dinov3:<backbone .pth>; dino.txt from $VQSEARCH_DINOV3_DIR
+TREN = "tren:"                      # tren:<openclip:... | dinov3:... name>:<T-REN head .pth>
 TINY_OPENCLIP = "openclip:tiny-random"  # test-only: a small randomly initialised (seeded) ViT
 _RANDOM_ARCHS = ("tiny-random",)    # = openclip.LOCAL_ARCHS: no weights needed (kept import-free)
 
@@ -77,17 +78,33 @@ def _openclip_config(name: str) -> ModelConfig:
 
 
 def _tren_config(name: str) -> ModelConfig:
-    """tren:<openclip model name>:<head path>; the head path is what follows the last colon."""
+    """tren:<backbone model name>:<head path>; the head path is what follows the last colon."""
     inner, _, head = name[len(TREN):].rpartition(":")
-    if not inner.startswith(OPENCLIP) or not head:
-        raise VQSearchError(f"bad model name {name!r}: use tren:openclip:<architecture>:<tag or path>:"
+    if not inner.startswith((OPENCLIP, DINOV3)) or not head:
+        raise VQSearchError(f"bad model name {name!r}: use tren:<openclip:... or dinov3:... model name>:"
                             "<T-REN head .pth>")
-    base = CONFIGS[inner] if inner in CONFIGS else _openclip_config(inner)
-    return replace(base, name=name, extra={**base.extra, "openclip": inner, "head": head})
+    base = get_config(inner)
+    return replace(base, name=name, extra={**base.extra, "inner": inner, "head": head})
+
+
+def _dinov3_config(name: str) -> ModelConfig:
+    """dinov3:<backbone .pth> (dino.txt is looked for beside the other DINOv3 files)."""
+    weights = name[len(DINOV3):]
+    if not weights:
+        raise VQSearchError(f"bad model name {name!r}: use dinov3:<path to the DINOv3 ViT-L/16 .pth>")
+    return ModelConfig(name=name, input_long_side=512, crop_long_side=224, **_PAPER,
+                       extra={"weights": weights})
+
+
+def _build_dinov3(config: ModelConfig, device: str) -> SearchModel:
+    from vqsearch.models.dinov3 import build_dinov3_model
+
+    return build_dinov3_model(config, device)
 
 
 def _openclip_parts_built(config: ModelConfig, device: str):
-    from vqsearch.models.openclip import OpenCLIPBackbone, OpenCLIPText, load_openclip, resolve_device
+    from vqsearch.models.device import resolve_device
+    from vqsearch.models.openclip import OpenCLIPBackbone, OpenCLIPText, load_openclip
 
     dev = resolve_device(device)
     model, tokenizer = load_openclip(config.extra["arch"], config.extra["pretrained"], dev)
@@ -107,30 +124,22 @@ def _build_openclip(config: ModelConfig, device: str) -> SearchModel:
     return SearchModel(config, backbone, text, region_encoder)
 
 
-def _build_tren_openclip(config: ModelConfig, device: str) -> SearchModel:
-    """A learned T-REN head on OpenCLIP patch tokens, its text projector into OpenCLIP's text space."""
+def _build_tren(config: ModelConfig, device: str) -> SearchModel:
+    """A learned T-REN head on another model's backbone, its text projector into that text space."""
     from pathlib import Path
 
     head_path = Path(config.extra["head"])
     if not head_path.is_file():
         raise VQSearchError(f"no such T-REN head checkpoint: {head_path}")
-    backbone, text = _openclip_parts_built(config, device)
+    base = create_model(config.extra["inner"], device)
 
     def region_encoder():
-        from vqsearch.models.openclip import resolve_device
-        from vqsearch.models.tren import load_tren_head
+        from vqsearch.models.tren import load_tren_head_for
 
-        head = load_tren_head(head_path)
-        if head.config.dim != backbone.dim or head.text_dim != text.dim:
-            raise VQSearchError(
-                f"T-REN head {head_path} is for {head.config.dim}-d features and {head.text_dim}-d text, "
-                f"but {config.extra['openclip']} gives {backbone.dim}-d features and {text.dim}-d text")
-        if head.config.patch_size != backbone.stride:
-            raise VQSearchError(f"T-REN head {head_path} was trained at patch size {head.config.patch_size}, "
-                                f"the backbone's is {backbone.stride}")
-        return head.to(resolve_device(device))
+        text_dim = base.text_encoder.dim if base.text_encoder is not None else None
+        return load_tren_head_for(head_path, base.backbone.dim, text_dim, base.backbone.stride, device)
 
-    return SearchModel(config, backbone, text, region_encoder)
+    return SearchModel(config, base.backbone, base.text_encoder, region_encoder)
 
 
 @dataclass(frozen=True)
@@ -146,10 +155,12 @@ _BUILDERS: dict[str, Callable[[ModelConfig, str], SearchModel]] = {
 }
 _FAMILIES: dict[str, _Entry] = {
     OPENCLIP: _Entry(_openclip_config, _build_openclip),
-    TREN: _Entry(_tren_config, _build_tren_openclip),
+    DINOV3: _Entry(_dinov3_config, _build_dinov3),
+    TREN: _Entry(_tren_config, _build_tren),
 }
 _PATTERNS = ("openclip:<architecture>:<pretrained tag or checkpoint path>",
-             "tren:openclip:<architecture>:<tag or path>:<T-REN head .pth>")
+             "dinov3:<DINOv3 ViT-L/16 .pth>",
+             "tren:<openclip:... or dinov3:... name>:<T-REN head .pth>")
 
 
 def model_names() -> list[str]:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from vqsearch.errors import VQSearchError
+from vqsearch.models.device import resolve_device
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -48,21 +49,6 @@ _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt")
 
 class OpenCLIPCheckpointError(VQSearchError, ValueError):
     """A local file that is not an OpenCLIP state dict."""
-
-
-def resolve_device(device: str = "cpu") -> torch.device:
-    """'auto' | 'cpu' | 'cuda[:n]' -> a torch device, or one clear error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise VQSearchError(f"unknown device {device!r}; use auto, cpu or cuda") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise VQSearchError("--device cuda asked for, but torch sees no CUDA device")
-    if resolved.type not in ("cpu", "cuda"):
-        raise VQSearchError(f"unsupported device {device!r}; use auto, cpu or cuda")
-    return resolved
 
 
 def _autocast(device: torch.device):
@@ -126,7 +112,7 @@ def load_openclip(arch: str, pretrained: str | None, device: str | torch.device 
     """
     import open_clip
 
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = resolve_device(device)
     if arch in LOCAL_ARCHS:
         cfg = LOCAL_ARCHS[arch]
         model = _seeded(lambda: open_clip.model.CLIP(**cfg))
@@ -223,7 +209,7 @@ class OpenCLIPBackbone:
         ph, pw = visual.patch_size
         if ph != pw:
             raise VQSearchError(f"non-square patches {visual.patch_size} are not supported")
-        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.device = resolve_device(device)
         self.visual = visual.to(self.device).eval().requires_grad_(False)
         self.stride = ph
         self.dim = visual.conv1.out_channels
@@ -305,7 +291,7 @@ class OpenCLIPText:
 
     def __init__(self, model, tokenizer, device: str | torch.device = "cpu") -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.device = resolve_device(device)
         self.dim = int(model.visual.output_dim)
 
     def encode(self, texts: list[str]) -> np.ndarray:
@@ -417,5 +403,5 @@ def _pooler(pooler, x: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "CLIPContext", "CLIPRegionPooling", "LOCAL_ARCHS", "OpenCLIPBackbone", "OpenCLIPCheckpointError",
-    "OpenCLIPText", "TINY_RANDOM", "is_checkpoint_path", "load_openclip", "read_state_dict", "resolve_device",
+    "OpenCLIPText", "TINY_RANDOM", "is_checkpoint_path", "load_openclip", "read_state_dict",
 ]

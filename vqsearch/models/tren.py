@@ -393,3 +393,22 @@ __all__ = [
     "OFFICIAL_KEY_MAP", "TRENCheckpointError", "TRENConfig", "TRENHead", "fourier_features",
     "fourier_matrix", "load_tren_head",
 ]
+
+
+def load_tren_head_for(path: str | Path, feature_dim: int, text_dim: int | None, patch_size: int,
+                       device: str | torch.device = "cpu") -> TRENHead:
+    """A T-REN head checked against the backbone (and text space) it is about to run on."""
+    from vqsearch.models.device import resolve_device
+
+    path = Path(path)
+    if not path.is_file():
+        raise VQSearchError(f"no such T-REN head checkpoint: {path}")
+    head = load_tren_head(path)
+    if head.config.dim != feature_dim or (text_dim is not None and head.text_dim != text_dim):
+        raise VQSearchError(
+            f"T-REN head {path} is for {head.config.dim}-d features and {head.text_dim}-d text, but the "
+            f"backbone gives {feature_dim}-d features and {text_dim or 'no'}-d text")
+    if head.config.patch_size != patch_size:
+        raise VQSearchError(f"T-REN head {path} was trained at patch size {head.config.patch_size}, "
+                            f"the backbone's is {patch_size}")
+    return head.to(resolve_device(device))
