@@ -96,7 +96,6 @@ def load_sam2(config: str, checkpoint: str | os.PathLike | None, device: str = "
     `overrides` are extra hydra overrides ("model.image_size=256", ...).
     """
     import sam2  # noqa: F401  (initialises hydra on sam2's packaged configs)
-    import torch
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
     from sam2.build_sam import build_sam2_video_predictor
@@ -119,12 +118,12 @@ def load_sam2(config: str, checkpoint: str | os.PathLike | None, device: str = "
         raise VQSearchError(f"cannot build SAM 2 from config {config!r}: "
                             f"{str(error).splitlines()[0][:300]}{cause}") from None
     if checkpoint is not None:
+        from vqsearch.models.checkpoints import CheckpointError, read_state_dict
+
         try:
-            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        except Exception as error:  # unpickling errors come in many types
-            raise VQSearchError(f"cannot read SAM 2 checkpoint {checkpoint} (config {config!r}): "
-                                f"{str(error).splitlines()[0][:300]}") from None
-        state = state.get("model", state) if isinstance(state, dict) else state
+            state = read_state_dict(checkpoint, "SAM 2", "sam2.1_hiera_tiny.pt", wrappers=("model",))
+        except CheckpointError as error:
+            raise VQSearchError(f"cannot read SAM 2 checkpoint (config {config!r}): {error}") from None
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)
         except (RuntimeError, TypeError) as error:  # shape mismatches, not a state dict

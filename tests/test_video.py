@@ -1,6 +1,5 @@
 """Video input: sampling maps to original frame numbers; bad files fail with one clear message."""
 
-import shutil
 
 import pytest
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-from sqlalchemy import Float, ForeignKey, Integer, String, create_engine, delete, event, select
+from sqlalchemy import Float, ForeignKey, Integer, String, create_engine, event, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from vqsearch.errors import VQSearchError

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +44,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqsearch.errors import VQSearchError
+from vqsearch.models.checkpoints import CheckpointError
+from vqsearch.models.checkpoints import read_state_dict as read_checkpoint
 from vqsearch.models.device import resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -57,7 +58,7 @@ TREN_PROMPT = "photo of a "  # T-REN's TextEncoder prefixes every query with thi
 _WRAPPER_KEYS = ("model", "state_dict", "teacher", "module")
 
 
-class DINOv3CheckpointError(VQSearchError, ValueError):
+class DINOv3CheckpointError(CheckpointError):
     """A local file that is not a DINOv3 / dino.txt state dict."""
 
 
@@ -71,38 +72,9 @@ def weights_dir() -> Path:
 
 
 def read_state_dict(path: str | Path, what: str = "DINOv3") -> dict[str, torch.Tensor]:
-    """A local checkpoint as a flat name -> tensor mapping, without arbitrary unpickling."""
-    path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj = load_file(str(path))
-        else:
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # not a zip archive: no mmap
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise VQSearchError(f"no such {what} checkpoint file: {path}") from None
-    except Exception as exc:  # unpickling refused, TorchScript, not a torch file, truncated, ...
-        raise DINOv3CheckpointError(
-            f"{path} is not a loadable state dict ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            f"a {what} checkpoint is a mapping of parameter names to tensors") from None
-    for key in _WRAPPER_KEYS:
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-    if not isinstance(obj, Mapping) or not obj or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise DINOv3CheckpointError(
-            f"{path} is not a state dict (got {type(obj).__name__}): a {what} checkpoint is a mapping of "
-            "parameter names to tensors")
-    out = {}
-    for k, v in obj.items():
-        for prefix in ("module.", "backbone."):
-            k = k.removeprefix(prefix)
-        out[k] = v
-    return out
+    """A local DINOv3 / dino.txt checkpoint as a state dict in Meta's names ("backbone." removed)."""
+    obj = read_checkpoint(path, what, wrappers=_WRAPPER_KEYS, error=DINOv3CheckpointError)
+    return {k.removeprefix("backbone."): v for k, v in obj.items()}
 
 
 # --------------------------------------------------------------------------------------- backbone

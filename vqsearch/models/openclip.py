@@ -19,7 +19,6 @@ or a local checkpoint, read only as a state dict (torch.load(weights_only=True) 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from vqsearch.errors import VQSearchError
+from vqsearch.models.checkpoints import CheckpointError
+from vqsearch.models.checkpoints import read_state_dict as read_checkpoint
 from vqsearch.models.device import resolve_device
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -47,7 +48,7 @@ LOCAL_ARCHS: dict[str, dict] = {
 _CHECKPOINT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt")
 
 
-class OpenCLIPCheckpointError(VQSearchError, ValueError):
+class OpenCLIPCheckpointError(CheckpointError):
     """A local file that is not an OpenCLIP state dict."""
 
 
@@ -65,37 +66,9 @@ def is_checkpoint_path(pretrained: str) -> bool:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A local checkpoint as a flat name -> tensor mapping, without arbitrary unpickling.
-
-    Training checkpoints ({"state_dict": ..., "epoch": ...}) are unwrapped; anything else that is
-    not a state dict (a pickled module, TorchScript archive, JSON, ...) raises OpenCLIPCheckpointError.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise VQSearchError(f"no such OpenCLIP checkpoint file: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj = load_file(str(path))
-        else:
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # not a zip archive: no mmap
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling refused, TorchScript, not a torch file, truncated, ...
-        raise OpenCLIPCheckpointError(
-            f"{path} is not a loadable state dict ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
-            "an OpenCLIP checkpoint is a mapping of parameter names to tensors, e.g. "
-            "open_clip_pytorch_model.bin or open_clip_model.safetensors") from None
-    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
-        raise OpenCLIPCheckpointError(
-            f"{path} is not a state dict (got {type(obj).__name__}): an OpenCLIP checkpoint is a "
-            "mapping of parameter names to tensors, e.g. open_clip_pytorch_model.bin")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    """A local OpenCLIP checkpoint as a state dict, or OpenCLIPCheckpointError."""
+    return read_checkpoint(path, "OpenCLIP", "open_clip_pytorch_model.bin or open_clip_model.safetensors",
+                           error=OpenCLIPCheckpointError)
 
 
 def _seeded(build, seed: int = 0):

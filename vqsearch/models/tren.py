@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vqsearch.errors import VQSearchError
+from vqsearch.models.checkpoints import CheckpointError, read_state_dict
 from vqsearch.regions import RegionEncoder
 
 OFFICIAL_KEY_MAP: dict[str, str] = {
@@ -70,7 +70,7 @@ OFFICIAL_KEY_MAP: dict[str, str] = {
 _WRAPPER_KEYS = ("ren_region_encoder_state", "state_dict", "model")
 
 
-class TRENCheckpointError(VQSearchError, ValueError):
+class TRENCheckpointError(CheckpointError):
     """A file that is not a T-REN region encoder state dict (the CLI reports it on one line)."""
 
 
@@ -265,35 +265,6 @@ class TRENHead(RegionEncoder):
         return self.text_proj(tokens)
 
 
-def _read(path: Path) -> object:
-    """File -> loaded object, with no arbitrary unpickling (weights_only / safetensors)."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:  # mmap: the official file holds a 1 GB positional table we only sample
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:
-        return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    """Unwrap a training checkpoint and check it is a flat str -> tensor mapping."""
-    if isinstance(obj, Mapping):
-        for key in _WRAPPER_KEYS:
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
-    ):
-        raise TRENCheckpointError(
-            f"{path} is not a state dict (got {type(obj).__name__}): a T-REN checkpoint is a "
-            "mapping of parameter names to tensors, e.g. tren_region_encoder.pth"
-        )
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
 def _gaussian_from_table(table: torch.Tensor) -> torch.Tensor:
     """Recover G [2, D/2] from an upstream [D, R, R] table: the phase steps along x and y.
 
@@ -369,13 +340,7 @@ def load_tren_head(path: str | Path, **config: object) -> TRENHead:
     (e.g. dropout). Files that are not state dicts raise TRENCheckpointError (a ValueError).
     """
     path = Path(path)
-    try:
-        obj = _read(path)
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # unpickling refused, not a torch/safetensors file, truncated, ...
-        raise TRENCheckpointError(f"{path} is not a loadable state dict: {exc}") from exc
-    sd = _state_dict(obj, path)
+    sd = read_state_dict(path, "T-REN", "tren_region_encoder.pth", _WRAPPER_KEYS, TRENCheckpointError)
     if "scale_embeddings.weight" in sd:
         sd = _from_official(sd, config.get("patch_size"))  # type: ignore[arg-type]
     elif "queries.weight" not in sd:
