@@ -337,3 +337,16 @@ def test_cli_index_and_query_with_tiny_openclip(videos, tmp_path):
     _check_answer(_cli("query", "--text", "coffee mug", "--top-k", "3", db=db), "coffee mug", None)
     _check_answer(_cli("query", "--crop", str(crop), db=db), None, str(crop))
     _check_answer(_cli("query", "--text", "mug", "--crop", str(crop), db=db), "mug", str(crop))
+
+
+@pytest.mark.slow
+def test_cli_index_and_query_with_the_tren_head(videos, tmp_path):
+    """`--model tren:openclip:...:<head.pth>`: the learned head on the OpenCLIP backbone, end to end."""
+    head = tmp_path / "tren_head.pth"
+    _tren_head(head)
+    name = f"tren:openclip:tiny-random:{head}"
+    db = tmp_path / "db"
+    summary = _cli("index", str(videos / "04_coffee.mp4"), "--model", name, "--fps", "2", db=db)["videos"][0]
+    assert summary["frames_sampled"] == 20 and summary["tracks"] > 0
+    assert [v["model"] for v in _cli("list", db=db)["videos"]] == [name]
+    _check_answer(_cli("query", "--text", "kettle", "--model", name, db=db), "kettle", None)
