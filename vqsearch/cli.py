@@ -48,25 +48,22 @@ def index(
     """Index videos: sample frames, encode regions, merge them into tracks, store them."""
     from tqdm import tqdm
 
-    from indexer.video import probe
+    from indexer.pipeline import index_video
+    from indexer.video import probe, sample_indices
     from vqsearch.models.factory import DEFAULT_MODEL, create_model, get_config
     from vqsearch.store import Store
 
-    root = _db(db)
-    store = Store.open(root, create=True)
-    name = model or store.model_name or DEFAULT_MODEL
-    get_config(name)
-    store.check_model(name)
-    infos = [probe(path) for path in videos]  # every file is checked before any work starts
     if fps <= 0:
         raise VQSearchError(f"--fps must be positive, got {fps}")
+    if model is not None:
+        get_config(model)
+    infos = [probe(path) for path in videos]  # every file is checked before any work starts
+    store = Store.open(_db(db), create=True)
+    name = model or store.model_name or DEFAULT_MODEL
+    store.check_model(name)
     search_model = create_model(name, device)
-    from indexer.pipeline import index_video
-
     summaries = []
     for given, info in zip(videos, infos):
-        from indexer.video import sample_indices
-
         total = len(sample_indices(info.frames, info.fps, fps))
         with tqdm(total=total, desc=given.name, unit="frame", file=sys.stderr,
                   disable=as_json or not sys.stderr.isatty()) as bar:
