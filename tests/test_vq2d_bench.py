@@ -25,7 +25,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_track_boxes_are_filled_and_scaled():
     from queries.engine import Box
-    from queries.vq2d_runner import track_boxes
+    from queries.vq2d.runner import track_boxes
 
     obs = [Box(5, 3, 3, 10, 10), Box(2, 0, 0, 10, 10)]
     boxes = track_boxes(obs, scale=(2.0, 1.0))
@@ -49,7 +49,7 @@ def test_hits_are_cut_at_the_query_frame():
 
 
 def test_sample_fps_rule():
-    from queries.vq2d_runner import sample_fps_for
+    from queries.vq2d.runner import sample_fps_for
 
     assert sample_fps_for(5.0) == 5.0
     assert sample_fps_for(3.0) == 3.0
@@ -73,7 +73,7 @@ def test_bad_annotations_path_is_one_error_line(tmp_path):
 
 @pytest.mark.slow
 def test_bench_vq2d_on_davis_episodes(tmp_path):
-    from queries.vq2d_format import load_annotations, load_predictions, validate_predictions
+    from queries.vq2d.formats import load_annotations, load_predictions, validate_predictions
 
     davis = need_shared(DAVIS)
     made = run("bench", "make-davis", "--davis", str(davis), "--out", str(tmp_path / "davis"), "--episodes", "2")

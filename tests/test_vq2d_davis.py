@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from queries.vq2d_davis import (
+from queries.vq2d.davis import (
     OBJECT_TITLES,
     EpisodePlan,
     build_davis_episodes,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from queries.vq2d_format import (
+from queries.vq2d.formats import (
     CHALLENGE,
     AnnotatedBox,
     PredictedBox,

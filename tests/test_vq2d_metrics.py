@@ -1,6 +1,6 @@
 """Official Ego4D VQ2D metrics on tiny hand-made files whose values are worked out by hand.
 
-Reminders of the official definitions used in the hand computations (see queries/vq2d_metrics.py):
+Reminders of the official definitions used in the hand computations (see queries/vq2d/metrics.py):
 - tAP / stAP = mean AP over IoU thresholds [0.25, 0.5, 0.75, 0.95]; a prediction is a true
   positive when IoU >= threshold; "@0.25" is the AP at 0.25. Fractions.
 - temporal IoU counts frames inclusively; spatio-temporal IoU = sum of per-frame intersections
@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from queries.vq2d_format import load_annotations, load_predictions
-from queries.vq2d_metrics import evaluate, spatial_iou, spatio_temporal_iou, temporal_iou
+from queries.vq2d.formats import load_annotations, load_predictions
+from queries.vq2d.metrics import evaluate, spatial_iou, spatio_temporal_iou, temporal_iou
 
 KEYS = {"tAP", "tAP@0.25", "stAP", "stAP@0.25", "success", "recovery"}
 
@@ -198,6 +198,6 @@ def test_iou_helpers() -> None:
 
 
 def test_metrics_module_does_not_import_torch() -> None:
-    code = "import sys, queries.vq2d_metrics; sys.exit(1 if 'torch' in sys.modules else 0)"
+    code = "import sys, queries.vq2d.metrics; sys.exit(1 if 'torch' in sys.modules else 0)"
     root = Path(__file__).resolve().parents[1]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0

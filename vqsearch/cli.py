@@ -196,7 +196,7 @@ def bench_vq2d(
 
     Steps 3-5 use SAM 2 when its config and checkpoint are given, else the region tracks' boxes.
     """
-    from queries.vq2d_runner import run_vq2d
+    from queries.vq2d.runner import run_vq2d
     from vqsearch.models.factory import DEFAULT_MODEL
 
     stages = None
@@ -223,8 +223,8 @@ def bench_vq2d_eval(
     as_json: bool = JsonOption,
 ) -> None:
     """The official VQ2D metrics of a predictions file."""
-    from queries.vq2d_format import load_annotations, load_predictions
-    from queries.vq2d_metrics import evaluate
+    from queries.vq2d.formats import load_annotations, load_predictions
+    from queries.vq2d.metrics import evaluate
 
     loaded = []
     for kind, path, load in (("annotation", annotations, load_annotations),
@@ -260,7 +260,7 @@ def bench_make_davis(
     seed: int = typer.Option(0, "--seed", help="Random seed of the episode plan."),
 ) -> None:
     """Build a small real VQ2D-format benchmark from DAVIS 2016 val sequences."""
-    from queries.vq2d_davis import build_davis_episodes
+    from queries.vq2d.davis import build_davis_episodes
 
     if not (davis / "JPEGImages").is_dir() or not (davis / "Annotations").is_dir():
         raise VQSearchError(f"{davis} is not a DAVIS folder (needs JPEGImages/ and Annotations/)")

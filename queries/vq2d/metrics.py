@@ -43,7 +43,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from queries.vq2d_format import (
+from queries.vq2d.formats import (
     PredictedTrack,
     VQ2DAnnotations,
     as_annotations,

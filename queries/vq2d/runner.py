@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from queries.vq2d_format import (
+from queries.vq2d.formats import (
     PredictedBox,
     PredictedTrack,
     QueryKey,

@@ -12,8 +12,6 @@ Output (``out_dir``): ``clips/<clip_uid>.mp4`` (H.264, yuv420p, written with PyA
 
 from __future__ import annotations
 
-import argparse
-import json
 import random
 import sys
 from dataclasses import dataclass
@@ -24,6 +22,8 @@ from typing import Iterable, Sequence
 import av
 import numpy as np
 from PIL import Image
+
+from queries.vq2d.formats import write_json_atomic
 
 VERSION = "davis2016-val-vq2d-1"
 ANNOTATION_FILE = "vq_davis.json"
@@ -288,27 +288,5 @@ def build_davis_episodes(
             parts = " + ".join(f"{s.sequence}[{len(s.source_frames)}]" for s in plan.segments)
             print(f"[{i + 1}/{len(plans)}] {plan.clip_uid}: {parts}", file=sys.stderr)
     ann_path = out_dir / ANNOTATION_FILE
-    ann_path.write_text(json.dumps({"version": VERSION, "videos": videos}, indent=1) + "\n")
+    write_json_atomic(ann_path, {"version": VERSION, "videos": videos})
     return ann_path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: build DAVIS VQ2D episodes and print the annotation file's path."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("davis_root", type=Path, help="folder with JPEGImages/480p and Annotations/480p")
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--episodes", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--fps", type=float, default=5.0)
-    parser.add_argument("--source-fps", type=float, default=24.0)
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    path = build_davis_episodes(
-        args.davis_root, args.out_dir, args.episodes, args.seed, args.fps, args.source_fps, not args.quiet
-    )
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
