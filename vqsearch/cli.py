@@ -223,22 +223,11 @@ def bench_vq2d_eval(
     as_json: bool = JsonOption,
 ) -> None:
     """The official VQ2D metrics of a predictions file."""
-    from queries.vq2d.formats import load_annotations, load_predictions
+    from queries.vq2d.formats import load_annotations, load_for_user, load_predictions
     from queries.vq2d.metrics import evaluate
 
-    loaded = []
-    for kind, path, load in (("annotation", annotations, load_annotations),
-                             ("predictions", predictions, load_predictions)):
-        if not path.is_file():
-            raise VQSearchError(f"no such {kind} file: {path}")
-        try:
-            loaded.append(load(path))
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise VQSearchError(f"{kind} file {path} is not JSON: {error}") from None
-        except ValueError as error:
-            raise VQSearchError(f"bad {kind} file {path}: {error}") from None
-        except OSError as error:
-            raise VQSearchError(f"cannot read {kind} file {path}: {error}") from None
+    loaded = (load_for_user(load_annotations, annotations, "annotation"),
+              load_for_user(load_predictions, predictions, "predictions"))
     try:
         metrics = evaluate(*loaded)
     except ValueError as error:

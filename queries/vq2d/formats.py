@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
+from vqsearch.errors import VQSearchError
+
 CHALLENGE = "ego4d_vq2d_challenge"
 
 
@@ -162,16 +164,22 @@ def _need_list(obj: Any, key: str, where: str) -> list:
     return value
 
 
-def _parse_box(raw: Any, where: str) -> AnnotatedBox:
-    fno = _need(raw, "frame_number", where)
+def _frame_and_numbers(raw: Any, frame_key: str, keys: Sequence[str], where: str) -> tuple[int, list]:
+    """A box's frame number (a non-negative integer) and its coordinates (finite numbers)."""
+    fno = _need(raw, frame_key, where)
     if not _is_int(fno) or fno < 0:
-        raise ValueError(f"{where}.frame_number: expected a non-negative integer, got {fno!r}")
+        raise ValueError(f"{where}.{frame_key}: expected a non-negative integer frame number, got {fno!r}")
     values = []
-    for key in ("x", "y", "width", "height"):
+    for key in keys:
         v = _need(raw, key, where)
         if not _is_number(v):
             raise ValueError(f"{where}.{key}: expected a finite number, got {v!r}")
         values.append(v)
+    return fno, values
+
+
+def _parse_box(raw: Any, where: str) -> AnnotatedBox:
+    fno, values = _frame_and_numbers(raw, "frame_number", ("x", "y", "width", "height"), where)
     if values[2] < 0 or values[3] < 0:
         raise ValueError(f"{where}: negative width or height ({values[2]}, {values[3]})")
     return AnnotatedBox(fno, *values, raw.get("original_width"), raw.get("original_height"))
@@ -354,20 +362,20 @@ def _parse_track(raw: Any, where: str) -> PredictedTrack:
     boxes = []
     for i, b in enumerate(bboxes):
         bw = f"{where}.bboxes[{i}]"
-        fno = _need(b, "fno", bw)
-        if not _is_int(fno) or fno < 0:
-            raise ValueError(f"{bw}.fno: expected a non-negative integer frame number, got {fno!r}")
-        xyxy = []
-        for key in ("x1", "y1", "x2", "y2"):
-            v = _need(b, key, bw)
-            if not _is_number(v):
-                raise ValueError(f"{bw}.{key}: expected a finite number, got {v!r}")
-            xyxy.append(v)
+        fno, xyxy = _frame_and_numbers(b, "fno", ("x1", "y1", "x2", "y2"), bw)
         if xyxy[2] < xyxy[0] or xyxy[3] < xyxy[1]:
             raise ValueError(f"{bw}: bad box, needs x2 >= x1 and y2 >= y1, got {xyxy}")
         boxes.append(PredictedBox(fno, *xyxy))
     _check_contiguous([b.fno for b in boxes], f"{where}.bboxes")
     return PredictedTrack(tuple(sorted(boxes, key=lambda b: b.fno)), score)
+
+
+def _same_uid(obj: Any, key: str, expected: str, where: str) -> None:
+    """Predictions follow the annotation order: the uid at each place must be the annotation's."""
+    uid = _need(obj, key, where)
+    if uid != expected:
+        raise ValueError(f"{where}.{key} is {uid!r} but the annotations have {expected!r} there "
+                         "(predictions must follow the annotation order)")
 
 
 def parse_predictions(
@@ -392,23 +400,13 @@ def parse_predictions(
     tracks: dict[QueryKey, PredictedTrack] = {}
     for vi, (va, vp) in enumerate(zip(ann.videos, videos)):
         vw = f"results.videos[{vi}]"
-        uid = _need(vp, "video_uid", vw)
-        if uid != va.video_uid:
-            raise ValueError(
-                f"{vw}.video_uid is {uid!r} but the annotations have {va.video_uid!r} there "
-                "(predictions must follow the annotation order)"
-            )
+        _same_uid(vp, "video_uid", va.video_uid, vw)
         clips = _need_list(vp, "clips", vw)
         if len(clips) != len(va.clips):
             raise ValueError(f"{vw}: {len(clips)} clips, annotations have {len(va.clips)}")
         for ci, (ca, cp) in enumerate(zip(va.clips, clips)):
             cw = f"{vw}.clips[{ci}]"
-            cuid = _need(cp, "clip_uid", cw)
-            if cuid != ca.clip_uid:
-                raise ValueError(
-                    f"{cw}.clip_uid is {cuid!r} but the annotations have {ca.clip_uid!r} there "
-                    "(predictions must follow the annotation order)"
-                )
+            _same_uid(cp, "clip_uid", ca.clip_uid, cw)
             preds = _need_list(cp, "predictions", cw)
             if len(preds) != len(ca.annotations):
                 raise ValueError(
@@ -438,3 +436,18 @@ def validate_predictions(
 ) -> None:
     """Raise ValueError (one clear message) unless ``predictions`` follow the official format."""
     parse_predictions(annotations, predictions)
+
+
+def load_for_user(load, path: str | os.PathLike[str], kind: str):
+    """`load(path)` with every way a user's file can be wrong turned into one clear VQSearchError."""
+    path = Path(path)
+    if not path.is_file():
+        raise VQSearchError(f"no such {kind} file: {path}")
+    try:
+        return load(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise VQSearchError(f"{kind} file {path} is not JSON: {error}") from None
+    except ValueError as error:
+        raise VQSearchError(f"bad {kind} file {path}: {error}") from None
+    except OSError as error:
+        raise VQSearchError(f"cannot read {kind} file {path}: {error}") from None

@@ -33,6 +33,7 @@ from queries.vq2d.formats import (
     build_predictions,
     iter_valid_queries,
     load_annotations,
+    load_for_user,
     track_to_json,
     validate_predictions,
     write_json_atomic,
@@ -60,21 +61,6 @@ def sample_fps_for(clip_fps: float, override: float | None = None) -> float:
             raise VQSearchError(f"fps must be positive, got {override}")
         return float(override)
     return float(clip_fps) if clip_fps <= MAX_SAMPLE_FPS else MAX_SAMPLE_FPS
-
-
-def _load(annotations_path: Path):
-    try:
-        return load_annotations(annotations_path)
-    except FileNotFoundError:
-        raise VQSearchError(f"no such annotation file: {annotations_path}") from None
-    except IsADirectoryError:
-        raise VQSearchError(f"annotation path is a directory: {annotations_path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise VQSearchError(f"annotation file {annotations_path} is not JSON: {error}") from None
-    except ValueError as error:
-        raise VQSearchError(f"bad annotation file {annotations_path}: {error}") from None
-    except OSError as error:
-        raise VQSearchError(f"cannot read annotation file {annotations_path}: {error}") from None
 
 
 def _read_frame(path: Path, frame: int) -> np.ndarray:
@@ -144,7 +130,7 @@ def run_vq2d(
     if not use_text and not use_crop:
         raise VQSearchError("nothing to query with: both the text and the crop are turned off")
     get_config(model_name)
-    annotations = _load(annotations_path)
+    annotations = load_for_user(load_annotations, annotations_path, "annotation")
     if not clips_dir.is_dir():
         raise VQSearchError(f"no such clips directory: {clips_dir}")
     if out_path.exists() and out_path.is_dir():
