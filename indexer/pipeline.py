@@ -82,6 +82,7 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
     pooling = encoder.region_pooling  # text tokens from masks, per frame (REN's training-free transfer)
     device = next(encoder.parameters(), torch.empty(0)).device  # a learned head may sit on a GPU
     points_on_device = points.to(device)
+    prompt_points = points.repeat_interleave(encoder.k, 0).numpy()  # the prompt of each of the P x k outputs
     patch_tokens = region_tokens = 0
     for chunk, frames in prefetch(stream(info, indices, size, batch)):
         if pooling is not None:
@@ -93,7 +94,6 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
             out = encoder(torch.from_numpy(features).to(device), points_on_device.expand(len(chunk), -1, -1))
         tokens = out["tokens"].flatten(1, 2).float().cpu().numpy()
         masks = out["masks"].flatten(1, 2).float().cpu().numpy()
-        prompt_points = points.repeat_interleave(encoder.k, 0).numpy()
         for b, frame in enumerate(chunk):
             regions = merge_in_frame(tokens[b], masks[b], prompt_points, config.merge_cosine,
                                      config.merge_mask_iou, config.min_group)

@@ -136,7 +136,9 @@ class Store:
 
     def check_model(self, name: str) -> None:
         """Refuse to mix models in one index."""
-        built = self.model_name
+        self._refuse_other_model(self.model_name, name)
+
+    def _refuse_other_model(self, built: str | None, name: str) -> None:
         if built is not None and built != name:
             raise VQSearchError(
                 f"the index at {self.root} was built with model {built!r}, not {name!r}; "
@@ -153,7 +155,13 @@ class Store:
 
     def find_video(self, path: Path) -> Video | None:
         with Session(self.engine, expire_on_commit=False) as session:
-            return session.scalars(select(Video).where(Video.abs_path == str(path.resolve()))).first()
+            return self._video_at(session, path)
+
+    @staticmethod
+    def _video_at(session: Session, path: Path) -> Video | None:
+        """The video indexed from this file: by its absolute path, else by the path as given."""
+        found = session.scalars(select(Video).where(Video.abs_path == str(Path(path).resolve()))).first()
+        return found or session.scalars(select(Video).where(Video.path == str(path))).first()
 
     # --- vectors ------------------------------------------------------------------------------
     def _generation(self, session: Session) -> int:
@@ -250,9 +258,7 @@ class Store:
     def add_video(self, model_name: str, given_path: str, result: IndexedVideo) -> None:
         """Store one indexed video, replacing an earlier index of the same file, atomically."""
         with self._write_lock(), Session(self.engine) as session:
-            meta = self._meta(session)
-            if meta.get("model", model_name) != model_name:
-                raise VQSearchError(f"the index at {self.root} was built with model {meta['model']!r}")
+            self._refuse_other_model(self._meta(session).get("model"), model_name)
             session.merge(Meta(key="model", value=model_name))
             session.merge(Meta(key="schema", value=SCHEMA_VERSION))
             self._vectors = None  # another process may have written since we read
@@ -291,9 +297,7 @@ class Store:
     def remove_video(self, path: Path) -> bool:
         """Delete a video's rows and vectors atomically; False if it was not indexed."""
         with self._write_lock(), Session(self.engine) as session:
-            video = session.scalars(select(Video).where(Video.abs_path == str(path.resolve()))).first()
-            if video is None:
-                video = session.scalars(select(Video).where(Video.path == str(path))).first()
+            video = self._video_at(session, path)
             if video is None:
                 return False
             self._vectors = None

@@ -178,14 +178,14 @@ def run_vq2d(
         store.check_model(model_name)
         info = probe(clip_path)
         info = replace(info, frames=min(info.frames, cutoff + 1))  # never look past the query frame
-        row = store.find_video(clip_path)
-        if not (row is not None and row.fingerprint == settings["fingerprint"] and row.frames == info.frames
-                and abs(row.sample_fps - sample_fps) < 1e-9):
+        video = store.find_video(clip_path)
+        if not (video is not None and video.fingerprint == settings["fingerprint"] and video.frames == info.frames
+                and abs(video.sample_fps - sample_fps) < 1e-9):
             result = index_video(model, info, sample_fps)
             store.add_video(model_name, str(clip_path), result)
-            store = Store.open(clip_work / "index")
+            video = store.find_video(clip_path)
             indexed += 1
-        video, n_tracks = next((v, n) for v, n in store.videos() if v.abs_path == str(clip_path.resolve()))
+        n_tracks = len(store.track_ids(video))
         scale_of: dict[tuple, tuple[float, float]] = {}
         engine = QueryEngine(store, model)
         frames: dict[int, np.ndarray] = {}
