@@ -1,16 +1,20 @@
-"""Video in, track tokens out: decode -> backbone -> region encoder -> in-frame merge -> tracks."""
+"""Video in, track tokens out: decode -> backbone -> region encoder -> in-frame merge -> tracks.
+
+Tracks end at shot cuts (`indexer.shots`); the cuts are kept so answers never cross them either.
+"""
 
 from __future__ import annotations
 
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, TypeVar
 
 import numpy as np
 import torch
 
+from indexer.shots import FrameLook, is_cut
 from indexer.video import VideoInfo, sample_indices, stream
 from vqsearch.merge import Track, TrackBuilder, merge_in_frame, unit
 from vqsearch.models.base import SearchModel
@@ -32,6 +36,7 @@ class IndexedVideo:
     visual: np.ndarray          # [T, D] unit-norm track tokens
     text: np.ndarray | None     # [T, T_dim] unit-norm text-aligned track tokens
     seconds: float
+    cuts: list[tuple[int, int]] = field(default_factory=list)  # (last frame before, first after) a shot cut
 
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
@@ -84,6 +89,8 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
     points_on_device = points.to(device)
     prompt_points = points.repeat_interleave(encoder.k, 0).numpy()  # the prompt of each of the P x k outputs
     patch_tokens = region_tokens = 0
+    cuts: list[tuple[int, int]] = []
+    previous: tuple[int, FrameLook] | None = None
     for chunk, frames in prefetch(stream(info, indices, size, batch)):
         if pooling is not None:
             features, contexts = backbone.features_with_context(frames)
@@ -95,12 +102,17 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
         tokens = out["tokens"].flatten(1, 2).float().cpu().numpy()
         masks = out["masks"].flatten(1, 2).float().cpu().numpy()
         for b, frame in enumerate(chunk):
+            look = FrameLook.of(frames[b], features[b])
+            cut = previous is not None and is_cut(previous[1], look)
+            if cut:
+                cuts.append((previous[0], frame))
+            previous = (frame, look)
             regions = merge_in_frame(tokens[b], masks[b], prompt_points, config.merge_cosine,
                                      config.merge_mask_iou, config.min_group)
             if pooling is not None:
                 regions.text = pooling(contexts[b], regions.masks)
             region_tokens += len(regions.tokens)
-            builder.add_frame(frame, regions, mask_boxes(regions.masks, (info.height, info.width)))
+            builder.add_frame(frame, regions, mask_boxes(regions.masks, (info.height, info.width)), cut)
         if progress:
             progress(len(chunk))
     tracks = [t for t in builder.tracks if len(t.frames) >= config.min_track_frames]
@@ -113,4 +125,4 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
             text = encoder.project_text(torch.from_numpy(track_tokens).to(device)).float().cpu().numpy()
         text = unit(text).astype(np.float32)
     return IndexedVideo(info, fps, len(indices), patch_tokens, region_tokens, tracks, unit(track_tokens),
-                        text, time.perf_counter() - start)
+                        text, time.perf_counter() - start, cuts)

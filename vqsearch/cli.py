@@ -245,7 +245,7 @@ def bench_vq2d_eval(
 def bench_make_davis(
     davis: Path = typer.Option(..., "--davis", help="DAVIS 2016 folder with JPEGImages/480p and Annotations/480p."),
     out: Path = typer.Option(..., "--out", help="Output folder (clips/ and vq_davis.json)."),
-    episodes: int = typer.Option(6, "--episodes", help="How many episodes (clips) to build."),
+    episodes: int = typer.Option(16, "--episodes", help="How many episodes (clips) to build."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the episode plan."),
 ) -> None:
     """Build a small real VQ2D-format benchmark from DAVIS 2016 val sequences."""

@@ -92,8 +92,9 @@ class Track:
 class TrackBuilder:
     """Temporal merge: greedy one-to-one matching of a frame's regions to the tracks active before.
 
-    A track is active if it contains the previous sampled frame; pairs need cosine >= `tau`;
-    matching goes by descending similarity; unmatched regions start new tracks.
+    A track is active if it contains the previous sampled frame and no shot cut lies between;
+    pairs need cosine >= `tau`; matching goes by descending similarity; unmatched regions start
+    new tracks.
     """
 
     def __init__(self, tau: float) -> None:
@@ -101,7 +102,10 @@ class TrackBuilder:
         self.tracks: list[Track] = []
         self._active: list[int] = []
 
-    def add_frame(self, frame: int, regions: FrameRegions, boxes: np.ndarray) -> None:
+    def add_frame(self, frame: int, regions: FrameRegions, boxes: np.ndarray, cut: bool = False) -> None:
+        """Add a sampled frame's regions; `cut`: a shot cut lies between it and the previous one."""
+        if cut:
+            self._active = []
         matched: dict[int, int] = {}
         if self._active and len(regions.tokens):
             sims = unit(regions.tokens) @ unit(np.stack([self.tracks[t].token for t in self._active])).T

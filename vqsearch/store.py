@@ -57,6 +57,18 @@ class Video(Base):
     recorded_at: Mapped[float] = mapped_column(Float)            # file mtime: orders "last seen" across videos
     tracks: Mapped[list[TrackRow]] = relationship(back_populates="video", cascade="all, delete-orphan",
                                                   passive_deletes=True)
+    cuts: Mapped[list[ShotCut]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
+                                               order_by="ShotCut.after")
+
+
+class ShotCut(Base):
+    """A shot cut lies between sampled frames `before` and `after`: answers never cross it."""
+
+    __tablename__ = "shot_cuts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
+    before: Mapped[int] = mapped_column(Integer)
+    after: Mapped[int] = mapped_column(Integer)
 
 
 class TrackRow(Base):
@@ -278,6 +290,7 @@ class Store:
                 patch_tokens=result.patch_tokens, region_tokens=result.region_tokens,
                 recorded_at=info.path.stat().st_mtime,
             )
+            video.cuts = [ShotCut(before=before, after=after) for before, after in result.cuts]
             for track in result.tracks:
                 row = TrackRow(start_frame=track.frames[0], end_frame=track.frames[-1])
                 row.observations = [
@@ -328,6 +341,16 @@ class Store:
                 .options(selectinload(TrackRow.observations), selectinload(TrackRow.video))
             ).all()
             return {row.id: row for row in rows}
+
+    def shot_bounds(self, video_id: int, frame: int) -> tuple[int, int]:
+        """(first, last) frame that may belong to the shot holding `frame`, cut to the sampled frames
+        around the cuts: a cut between sampled frames b and a allows frames b+1 .. a-1 either way."""
+        with Session(self.engine) as session:
+            cuts = session.scalars(select(ShotCut).where(ShotCut.video_id == video_id)).all()
+            video = session.get(Video, video_id)
+            first = max((c.before + 1 for c in cuts if c.after <= frame), default=0)
+            last = min((c.after - 1 for c in cuts if c.before >= frame), default=video.frames - 1)
+            return first, last
 
     def track_ids(self, video: Video | None = None, started_by: int | None = None) -> list[int]:
         """Ids of the tracks of one video (or all), optionally only those starting by a frame."""

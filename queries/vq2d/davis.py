@@ -2,9 +2,11 @@
 
 The Ego4D VQ2D data is licensed and ~9 TB, so the benchmark runner is exercised on episodes we
 make: DAVIS sequences are resampled to the clip rate and concatenated so that one target object
-appears (first part of its sequence), leaves for one or two other sequences, and reappears (a
-later part of its sequence). The query asks for that last reappearance, with a visual crop taken
-from the first appearance. Boxes come from the per-frame DAVIS masks, so the ground truth is real.
+appears (first part of its sequence), leaves for three or four other sequences (one of its own
+kind when there is one), and reappears briefly (3-6 frames of a later part of its sequence),
+sometimes followed by a few frames of something else before the query frame. The query asks for
+that last reappearance, with a visual crop taken from the first appearance, as in real VQ2D
+queries. Boxes come from the per-frame DAVIS masks, so the ground truth is real.
 
 Output (``out_dir``): ``clips/<clip_uid>.mp4`` (H.264, yuv420p, written with PyAV) and
 ``vq_davis.json`` in the official VQ2D annotation layout (see docs/design.md).
@@ -25,7 +27,7 @@ from PIL import Image
 
 from queries.vq2d.formats import write_json_atomic
 
-VERSION = "davis2016-val-vq2d-1"
+VERSION = "davis2016-val-vq2d-2"
 ANNOTATION_FILE = "vq_davis.json"
 CLIPS_DIR = "clips"
 
@@ -49,6 +51,25 @@ OBJECT_TITLES: dict[str, str] = {
     "soapbox": "soapbox cart",
 }
 
+# What kind of thing each sequence shows: distractors of the target's kind are the hard ones.
+OBJECT_KINDS: dict[str, str] = {
+    "blackswan": "bird",
+    "bmx-trees": "rider",
+    "camel": "hoofed animal",
+    "car-roundabout": "car",
+    "car-shadow": "car",
+    "cows": "hoofed animal",
+    "dance-twirl": "person",
+    "dog": "dog",
+    "goat": "hoofed animal",
+    "horsejump-high": "rider",
+    "kite-surf": "person",
+    "libby": "dog",
+    "paragliding-launch": "person",
+    "scooter-black": "rider",
+    "soapbox": "rider",
+}
+
 Box = tuple[int, int, int, int]  # x, y, width, height (pixels, inclusive extent)
 
 
@@ -58,7 +79,7 @@ class Segment:
 
     sequence: str
     source_frames: tuple[int, ...]  # indices into the sequence's sorted frame files
-    role: str  # "first" (target), "distractor", or "last" (target; the response track)
+    role: str  # "first" (target), "distractor", "last" (target; the response track), "after"
 
 
 @dataclass(frozen=True)
@@ -83,6 +104,11 @@ class EpisodePlan:
 def object_title(sequence: str) -> str:
     """Name of the object in ``sequence``; explicit table, falling back to the name's words."""
     return OBJECT_TITLES.get(sequence, sequence.split("-")[0].replace("_", " "))
+
+
+def object_kind(sequence: str) -> str:
+    """The kind of object in ``sequence`` (its title when the table does not know it)."""
+    return OBJECT_KINDS.get(sequence, object_title(sequence))
 
 
 def frame_paths(davis_root: Path, sequence: str) -> tuple[list[Path], list[Path]]:
@@ -131,35 +157,48 @@ def mask_area(mask_path: Path) -> int:
     return int((np.asarray(Image.open(mask_path).convert("L")) > 127).sum())
 
 
-def _split_target(frames: list[int], rng: random.Random) -> tuple[list[int], list[int]]:
-    """First part (25-40 %) and later part (35-60 %) of the target's frames, with at least one
-    frame skipped between so the object has visibly moved on when it reappears."""
+def _split_target(frames: list[int], reappear: int, rng: random.Random) -> tuple[list[int], list[int]]:
+    """First part (25-40 % of the target's frames: the crop comes from here) and a short later run
+    of `reappear` frames from the last 40 %, at least one frame after the first part, so the object
+    has visibly moved on when it is seen again."""
     n = len(frames)
-    if n < 5:
-        raise ValueError(f"target needs at least 5 resampled frames, has {n}")
     first_len = rng.randint(max(2, round(0.25 * n)), max(2, round(0.4 * n)))
-    last_lo = max(2, round(0.35 * n))
-    last_len = rng.randint(last_lo, max(last_lo, min(round(0.6 * n), n - first_len - 1)))
-    assert first_len + last_len < n
-    return frames[:first_len], frames[n - last_len:]
+    reappear = min(reappear, n - first_len - 1)
+    if reappear < 2:
+        raise ValueError(f"target needs at least 5 resampled frames, has {n}")
+    lo = max(first_len + 1, round(0.6 * n) - reappear)
+    start = rng.randint(min(lo, n - reappear), n - reappear)
+    return frames[:first_len], frames[start:start + reappear]
+
+
+def _excerpt(frames: list[int], longest: int, rng: random.Random) -> list[int]:
+    """A contiguous run of at most `longest` frames: distractors need not play whole."""
+    if len(frames) <= longest:
+        return frames
+    start = rng.randint(0, len(frames) - longest)
+    return frames[start:start + longest]
 
 
 def plan_episodes(
     davis_root: Path,
-    episodes: int = 6,
+    episodes: int = 16,
     seed: int = 0,
     fps: float = 5.0,
     source_fps: float = 24.0,
 ) -> list[EpisodePlan]:
     """Choose targets and distractors for every episode; deterministic for ``seed``.
 
-    Distractors never share the target's title (e.g. no second car between two car parts), so
-    the last appearance stays the only correct answer for a text query too.
+    As hard as real queries (issue 7): the crop comes from the first appearance; three or four
+    other sequences follow, one of the same kind as the target whenever the data has one (another
+    dog, car, rider or animal); the target then reappears for only 3-6 sampled frames; in half the
+    episodes a few frames of an unrelated sequence come after that, so the query frame is not the
+    reappearance's last frame. Nothing after the first appearance shares the target's kind except
+    the in-between distractor, so "last seen" stays the reappearance for a text query too.
     """
     sequences = list_sequences(davis_root)
     step = frame_step(fps, source_fps)
     kept = {s: resample(len(frame_paths(davis_root, s)[0]), step) for s in sequences}
-    targets = [s for s in sequences if len(kept[s]) >= 5]
+    targets = [s for s in sequences if len(kept[s]) >= 8]
     if not targets:
         raise ValueError(f"no DAVIS sequence is long enough at {fps} fps in {davis_root}")
     rng = random.Random(seed)
@@ -169,18 +208,24 @@ def plan_episodes(
         if not order:
             order = rng.sample(targets, len(targets))
         target = order.pop(0)
-        others = [s for s in sequences if object_title(s) != object_title(target)]
-        if not others:
-            raise ValueError(f"no distractor sequence for {target}")
-        distractors = rng.sample(others, min(len(others), rng.choice((1, 2))))
-        first, last = _split_target(kept[target], rng)
-        segments = (
+        same_kind = [s for s in sequences if s != target and object_kind(s) == object_kind(target)]
+        others = [s for s in sequences if object_kind(s) != object_kind(target)]
+        if len(others) < 4:
+            raise ValueError(f"too few distractor sequences for {target}")
+        chosen = rng.sample(others, rng.choice((3, 4)) - bool(same_kind))
+        if same_kind:
+            chosen.insert(rng.randrange(len(chosen) + 1), rng.choice(same_kind))
+        first, last = _split_target(kept[target], rng.randint(3, 6), rng)
+        segments = [
             Segment(target, tuple(first), "first"),
-            *(Segment(d, tuple(kept[d]), "distractor") for d in distractors),
+            *(Segment(d, tuple(_excerpt(kept[d], 12, rng)), "distractor") for d in chosen),
             Segment(target, tuple(last), "last"),
-        )
+        ]
+        if rng.random() < 0.5:
+            after = rng.choice([s for s in others if s not in chosen])
+            segments.append(Segment(after, tuple(_excerpt(kept[after], rng.randint(2, 6), rng)), "after"))
         video_uid = f"davis-s{seed}-e{i:02d}"
-        plans.append(EpisodePlan(video_uid, f"{video_uid}-{target}", target, segments))
+        plans.append(EpisodePlan(video_uid, f"{video_uid}-{target}", target, tuple(segments)))
     return plans
 
 
@@ -200,7 +245,8 @@ def _box_dict(frame_number: int, box: Box, size: tuple[int, int]) -> dict:
 def episode_clip_annotation(plan: EpisodePlan, davis_root: Path, fps: float, size: tuple[int, int]) -> dict:
     """The ``clips[]`` entry of one episode: visual crop from the first part, track = last part."""
     _, target_masks = frame_paths(davis_root, plan.target)
-    first_i, last_i = 0, len(plan.segments) - 1
+    first_i = 0
+    last_i = next(i for i, s in enumerate(plan.segments) if s.role == "last")
     first, last = plan.segments[first_i], plan.segments[last_i]
     # Largest mask area in the first appearance: a crop where the object is big and clear.
     areas = [mask_area(target_masks[f]) for f in first.source_frames]
@@ -267,7 +313,7 @@ def _frame_size(davis_root: Path, sequences: Sequence[str]) -> tuple[int, int]:
 def build_davis_episodes(
     davis_root: Path,
     out_dir: Path,
-    episodes: int = 6,
+    episodes: int = 16,
     seed: int = 0,
     fps: float = 5.0,
     source_fps: float = 24.0,
