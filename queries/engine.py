@@ -1,21 +1,28 @@
 """The query engine: text and/or crop -> query tokens -> track similarities -> ranked hits and last_seen.
 
 T-REN's rule: with both a text and a crop, a track's score is the product of its visual and
-textual similarities; tracks above the model's threshold are occurrences, and the answer to
-"where did I last see it" is the kept track that ends last (videos ordered by recording time).
-Models whose similarities are compressed (ConSE) also require a fraction of the best score.
+textual similarities. A track is an occurrence of the queried object when its score passes the
+model's calibrated threshold for that kind of query AND stands out from the query's background:
+at least `margin` robust standard deviations (1.4826 x median absolute deviation) above the
+median score of the query over the searched tracks. Neither depends on the best match, so the
+crop's own source does not outshine a later, weaker sighting. The answer to "where did I last
+see it" is the occurrence that ends last (videos ordered by recording time).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vqsearch.errors import VQSearchError
 from vqsearch.models.base import SearchModel
 from vqsearch.store import Store, TrackRow
+
+if TYPE_CHECKING:
+    from queries.sam2_stages import SAM2Stages
 
 CANDIDATES = 4096  # nearest tracks fetched per modality before scoring
 
@@ -41,6 +48,7 @@ class Hit:
     track_id: int = 0       # the rest is for the program, not the JSON
     source: str = ""        # absolute path of the video file
     fps: float = 0.0
+    video_id: int = 0
 
     @classmethod
     def from_track(cls, row: TrackRow, score: float, until_frame: int | None = None) -> Hit:
@@ -51,11 +59,11 @@ class Hit:
         end = boxes[-1].frame if until_frame is not None else row.end_frame
         return cls(row.video.path, round(float(score), 4), row.start_frame, end,
                    round(row.start_frame / fps, 3), round(end / fps, 3), boxes, row.id,
-                   row.video.abs_path, fps)
+                   row.video.abs_path, fps, row.video_id)
 
     def to_json(self) -> dict:
         out = asdict(self)
-        for private in ("track_id", "source", "fps"):
+        for private in ("track_id", "source", "fps", "video_id"):
             out.pop(private)
         return out
 
@@ -113,15 +121,22 @@ class QueryEngine:
         return self.model.text_encoder.encode([text])[0].astype(np.float32)
 
     def search(self, text: str | None = None, crop: Path | None = None, video: Path | None = None,
-               top_k: int = 5) -> Answer:
+               top_k: int = 5, relocate: bool = True, sam2: SAM2Stages | None = None) -> Answer:
+        """Ranked tracks and the last occurrence; `relocate` gives the latter tight boxes on every
+        sampled frame of it (`queries.relocate`, with SAM 2 when `sam2` is given)."""
         if text is not None and not text.strip():
             raise VQSearchError("empty --text query")
         if text is None and crop is None:
             raise VQSearchError("give --text, --crop or both")
         if top_k < 1:
             raise VQSearchError(f"--top-k must be at least 1, got {top_k}")
-        hits = self.answer(self.encode_queries(text, crop), video, top_k)
-        return Answer(text, str(crop) if crop is not None else None, *hits)
+        queries = self.encode_queries(text, crop)
+        last, results = self.answer(queries, video, top_k)
+        if relocate and last is not None:
+            from queries.relocate import relocate as relocate_hit
+
+            last = relocate_hit(self, queries, sam2=sam2, last=last, video=video)
+        return Answer(text, str(crop) if crop is not None else None, last, results)
 
     def encode_queries(self, text: str | None, crop: Path | None) -> dict[str, np.ndarray]:
         """{"text": .., "visual": ..} query tokens for what was given."""
@@ -139,13 +154,8 @@ class QueryEngine:
         `until_frame` answers as of that frame (VQ2D): only tracks that started by then count.
         """
         scores = self._scores(queries, self._selector(video, until_frame))
-        config = self.model.config
-        threshold = (config.joint_threshold if len(queries) == 2
-                     else config.text_threshold if "text" in queries else config.visual_threshold)
         ranked = sorted(scores, key=scores.get, reverse=True)
-        if ranked:
-            threshold = max(threshold, config.relative_threshold * scores[ranked[0]])
-        kept = [i for i in ranked if scores[i] > threshold]
+        kept = self.occurrences(scores, set(queries))
         rows = self.store.tracks(ranked[:top_k] + kept)
         def seen_until(i: int) -> int:
             return rows[i].end_frame if until_frame is None else min(rows[i].end_frame, until_frame)
@@ -154,6 +164,20 @@ class QueryEngine:
                    default=None)
         return (Hit.from_track(rows[last], scores[last], until_frame) if last is not None else None,
                 [Hit.from_track(rows[i], scores[i], until_frame) for i in ranked[:top_k]])
+
+    def occurrences(self, scores: dict[int, float], kinds: set[str]) -> list[int]:
+        """Track ids that are occurrences of the query (module docstring), best first."""
+        config = self.model.config
+        threshold, margin = ((config.joint_threshold, config.joint_margin) if len(kinds) == 2 else
+                             (config.text_threshold, config.text_margin) if "text" in kinds else
+                             (config.visual_threshold, config.visual_margin))
+        if not scores:
+            return []
+        values = np.fromiter(scores.values(), dtype=np.float64)
+        median = float(np.median(values))
+        spread = 1.4826 * float(np.median(np.abs(values - median)))
+        floor = max(threshold, median + margin * spread)
+        return sorted((i for i, s in scores.items() if s >= floor), key=scores.get, reverse=True)
 
     def _selector(self, video: Path | None, until_frame: int | None = None):
         """FAISS search parameters restricted to one video's tracks (and those started by a frame)."""

@@ -1,62 +1,148 @@
-"""The VQ2D answer stages after track search (RELOCATE, design.md steps 3-5).
+"""The VQ2D answer stages after track search (RELOCATE, design.md steps 3-5), on every query.
 
-3. the last candidate's point becomes a box (SAM 2) and is refined by re-encoding a crop of it;
-4. SAM 2 tracks it through the video (up to the query frame) to form the response track;
-5. crops from that track become new visual queries; search, refinement and tracking run again.
-Without SAM 2 weights the stages fall back to the region track's own boxes (said once).
+3. the last occurrence's coarse boxes become a tight box: with SAM 2 weights, SAM 2's mask of the
+   candidate's point refined on a context crop; without, the similarity map of the query token on
+   re-encoded context crops (`queries.localize`), on a few of the track's frames, keeping the
+   frame where the query matches best as the anchor;
+4. from the anchor the object is followed on every sampled frame of its shot up to the query
+   frame: SAM 2's video predictor, or OpenCV's CSRT checked by the query's appearance
+   (`queries.tracker`);
+5. crops from that response track become new visual queries; search, refinement and tracking
+   run again, and a later occurrence found that way replaces the answer.
+A visual query token comes from the crop when there is one, else from the track itself.
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
 from queries.engine import Box, Hit, QueryEngine
-from queries.sam2_stages import SAM2Stages
+from queries.localize import refine_box
+from queries.sam2_stages import SAM2Stages, clip_box, read_frames, scale_box
+from queries.tracker import TrackSettings, track_object
+
+NO_SAM2_MESSAGE = "SAM 2 weights not configured: boxes from similarity maps, tracking with OpenCV CSRT"
+ANCHOR_CANDIDATES = 3  # track frames tried as the anchor (last, middle, first)
+_said = False
+
+
+def _say_once(message: str) -> None:
+    global _said
+    if not _said:
+        _said = True
+        print(message, file=sys.stderr, flush=True)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / max(float(np.linalg.norm(x)), 1e-8)).astype(np.float32)
 
 
-def _refine_and_track(engine: QueryEngine, stages: SAM2Stages, hit: Hit, until_frame: int | None
-                      ) -> tuple[Hit, np.ndarray]:
+def _crop(frame: np.ndarray, box) -> np.ndarray:
+    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+    x1, y1 = min(frame.shape[1], max(x0 + 2, int(np.ceil(box[0] + box[2])))), \
+        min(frame.shape[0], max(y0 + 2, int(np.ceil(box[1] + box[3]))))
+    return np.ascontiguousarray(frame[y0:y1, x0:x1])
+
+
+def _sampled_frames(engine: QueryEngine, hit: Hit, anchor: int, until_frame: int | None) -> list[int]:
+    """The index's sampled frames of the anchor's shot, up to the query frame."""
+    from indexer.video import sample_indices
+
+    video = engine.store.video(hit.video_id)
+    first, last = engine.store.shot_bounds(hit.video_id, anchor)
+    if until_frame is not None:
+        last = min(last, until_frame)
+    frames = [f for f in sample_indices(video.frames, video.fps, video.sample_fps) if first <= f <= last]
+    return sorted(set(frames) | {anchor})
+
+
+def _refine_and_track(engine: QueryEngine, sam2: SAM2Stages | None, hit: Hit, token: np.ndarray,
+                      until_frame: int | None) -> tuple[Hit, np.ndarray]:
     """Steps 3 and 4 on one candidate: (hit with the response track's boxes, refined crop token)."""
     import decord
 
     reader = decord.VideoReader(hit.source, num_threads=1)
-    anchor = hit.boxes[-1]
-    frame = reader[anchor.frame].asnumpy()
-    box = (anchor.x, anchor.y, anchor.width, anchor.height)
-    if stages.available():
-        found = stages.point_to_box(frame, (anchor.x + anchor.width / 2, anchor.y + anchor.height / 2))
-        box = found if found is not None else box
-    box, token = stages.refine(frame, box, engine.encode_crop)
-    last = len(reader) - 1 if until_frame is None else min(until_frame, len(reader) - 1)
-    track = stages.track(reader, anchor.frame, box, list(range(0, last + 1)), own_boxes=hit.boxes)
+    height, width = reader[0].shape[:2]
+    picks = sorted({hit.boxes[-1].frame, hit.boxes[len(hit.boxes) // 2].frame, hit.boxes[0].frame},
+                   reverse=True)[:ANCHOR_CANDIDATES]
+    own = {b.frame: (b.x, b.y, b.width, b.height) for b in hit.boxes}
+    images = dict(zip(picks, read_frames(reader, picks)))
+    if sam2 is not None:
+        anchor = picks[0]
+        frame = images[anchor]
+        box = own[anchor]
+        found = sam2.point_to_box(frame, (box[0] + box[2] / 2, box[1] + box[3] / 2))
+        box, refined = sam2.refine(frame, found if found is not None else box, engine.encode_crop)
+        frames = _sampled_frames(engine, hit, anchor, until_frame)
+        track = sam2.track(reader, anchor, box, list(range(frames[0], frames[-1] + 1)))
+    else:
+        _say_once(NO_SAM2_MESSAGE)
+        located = {f: refine_box(engine.model.backbone, images[f], own[f], token) for f in picks}
+        anchor = max(picks, key=lambda f: located[f].score)
+        box = located[anchor].box
+        refined = _unit(engine.encode_crop(_crop(images[anchor], box)))
+        small = TrackSettings().track_side / max(height, width)
+        small_reader = decord.VideoReader(hit.source, width=round(width * small) // 2 * 2,
+                                          height=round(height * small) // 2 * 2, num_threads=1)
+        track = track_object(lambda ids: read_frames(small_reader, ids),
+                             _sampled_frames(engine, hit, anchor, until_frame), anchor, box,
+                             (height, width), engine.encode_crop, token)
     frames = sorted(track)
     boxes = [Box(f, *(round(float(v), 1) for v in track[f])) for f in frames]
     return Hit(hit.video, hit.score, frames[0], frames[-1], round(frames[0] / hit.fps, 3),
-               round(frames[-1] / hit.fps, 3), boxes, hit.track_id, hit.source, hit.fps), token
+               round(frames[-1] / hit.fps, 3), boxes, hit.track_id, hit.source, hit.fps, hit.video_id), refined
 
 
-def relocate(engine: QueryEngine, stages: SAM2Stages, queries: dict[str, np.ndarray],
-             until_frame: int | None = None, rounds: int = 2) -> Hit | None:
-    """The last occurrence with a box on every frame of it, or None when nothing matches."""
-    import decord
+def relocate(engine: QueryEngine, queries: dict[str, np.ndarray], until_frame: int | None = None,
+             sam2: SAM2Stages | None = None, rounds: int = 2, last: Hit | None = None,
+             video=None) -> Hit | None:
+    """The last occurrence with a tight box on every sampled frame of it, or None.
 
-    last, _ = engine.answer(queries, until_frame=until_frame)
+    `last`: the engine's answer for these queries when the caller already has it; `video`
+    restricts every search to one indexed video, as `QueryEngine.answer` does.
+    """
+    if last is None:
+        last, _ = engine.answer(queries, video, until_frame=until_frame)
     if last is None:
         return None
-    answer, token = _refine_and_track(engine, stages, last, until_frame)
+    token = queries.get("visual")
+    if token is None:
+        token = engine.store.track_vector(last.track_id)
+    answer, refined = _refine_and_track(engine, sam2, last, token, until_frame)
     for _ in range(rounds - 1):
+        import decord
+
         track_boxes = {b.frame: (b.x, b.y, b.width, b.height) for b in answer.boxes}
-        crops = stages.augment_queries(decord.VideoReader(answer.source, num_threads=1), track_boxes)
-        tokens = [token] + [engine.encode_crop(crop) for crop in crops if min(crop.shape[:2]) >= 2]
+        crops = augment_queries(decord.VideoReader(answer.source, num_threads=1), track_boxes)
+        tokens = [refined] + [engine.encode_crop(crop) for crop in crops if min(crop.shape[:2]) >= 2]
         if "visual" in queries:
             tokens.append(queries["visual"])
-        again, _ = engine.answer({**queries, "visual": _unit(np.mean(tokens, axis=0))}, until_frame=until_frame)
-        if again is None or again.track_id == last.track_id:
+        again, _ = engine.answer({**queries, "visual": _unit(np.mean(tokens, axis=0))}, video,
+                                 until_frame=until_frame)
+        if again is None or again.track_id == last.track_id or again.end_frame <= answer.end_frame:
             break
         last = again
-        answer, token = _refine_and_track(engine, stages, again, until_frame)
+        answer, refined = _refine_and_track(engine, sam2, again, token, until_frame)
     return answer
+
+
+def augment_queries(frames, track_boxes: dict[int, tuple], n: int = 3, original_hw: tuple[int, int] | None = None,
+                    min_side: float = 8.0) -> list[np.ndarray]:
+    """Up to `n` new visual query crops (uint8 RGB) from a response track: boxes spread evenly over
+    the track in time, skipping boxes with a side below `min_side` original pixels. `frames` is a
+    decord VideoReader, a callable or a mapping frame -> image (`read_frames`); `original_hw` the
+    original (height, width) when it decodes resized frames."""
+    usable = sorted(f for f, b in track_boxes.items() if min(b[2], b[3]) >= min_side)
+    if n < 1 or not usable:
+        return []
+    chosen = sorted({usable[round(i)] for i in np.linspace(0, len(usable) - 1, min(n, len(usable)))})
+    images = read_frames(frames, chosen)
+    fh, fw = images.shape[1:3]
+    oh, ow = original_hw if original_hw is not None else (fh, fw)
+    crops = []
+    for frame, image in zip(chosen, images):
+        x, y, w, h = clip_box(scale_box(track_boxes[frame], fw / ow, fh / oh), fh, fw)
+        crops.append(np.ascontiguousarray(image[y:y + h, x:x + w]))
+    return crops

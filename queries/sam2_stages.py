@@ -1,18 +1,17 @@
-"""SAM 2 stages of the VQ2D pipeline (RELOCATE steps 3-5), on the real `sam2` package.
+"""SAM 2 stages of the VQ2D pipeline (RELOCATE steps 3-4), on the real `sam2` package.
 
 (3) a candidate region's point prompt -> SAM 2 box (`point_to_box`), then the candidate is refined
     by running SAM 2 on a context crop around it and re-encoding the refined crop (`refine`);
 (4) SAM 2's video predictor tracks the candidate forward and backward through the clip until the
-    object is lost (`track`);
-(5) new visual query crops are cut from that response track (`augment_queries`).
+    object is lost (`track`).
 
 Coordinates: every box is (x, y, width, height) with (x, y) the top-left corner, in pixels.
-`point_to_box` and `refine` work in the pixels of the frame they are given; `track` and
-`augment_queries` take and return ORIGINAL video pixels and rescale from whatever resolution the
+`point_to_box` and `refine` work in the pixels of the frame they are given; `track` takes and
+returns ORIGINAL video pixels and rescale from whatever resolution the
 frame reader decodes at (`original_hw`).
 
-Without SAM 2 weights (`SAM2Stages(None)`) every stage falls back to the region masks and the
-track's own boxes, and one line says so on stderr, once per process.
+Without SAM 2 weights there are no SAM2Stages: `queries.relocate` runs the same steps on the
+similarity maps of the query token and OpenCV's CSRT tracker instead.
 
 Model loading: one model is built with `sam2.build_sam.build_sam2_video_predictor` (sam2's own
 hydra config composition), its weights are loaded here from a LOCAL checkpoint with
@@ -40,18 +39,6 @@ import numpy as np
 from vqsearch.errors import VQSearchError
 
 BoxXYWH = tuple[float, float, float, float]
-FALLBACK_MESSAGE = "SAM 2 weights not configured: using region-mask boxes"
-_fallback_noted = False
-
-
-def note_fallback() -> None:
-    """Say once per process, on stderr, that the SAM 2 stages run without SAM 2."""
-    global _fallback_noted
-    if not _fallback_noted:
-        _fallback_noted = True
-        print(FALLBACK_MESSAGE, file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------------------------
 # loading
 
@@ -221,9 +208,9 @@ def _quiet_sam2():
 
 
 class SAM2Stages:
-    """SAM 2 point-to-box, refinement, tracking and query augmentation, or their fallbacks."""
+    """SAM 2 point-to-box, refinement and tracking on one loaded model."""
 
-    def __init__(self, model: SAM2Model | None, *, context: float = 0.5, min_context: int = 64,
+    def __init__(self, model: SAM2Model, *, context: float = 0.5, min_context: int = 64,
                  score_threshold: float = 0.0, min_mask_pixels: int = 4, chunk_frames: int = 32,
                  jpeg_quality: int = 95) -> None:
         """`context`: margin added on each side of a box for the refinement crop, as a fraction of
@@ -242,18 +229,15 @@ class SAM2Stages:
 
     @classmethod
     def from_config(cls, config: str | None, checkpoint: str | None, device: str = "cpu",
-                    **kwargs) -> SAM2Stages:
-        """SAM 2 stages when weights are configured, else the fallback (config None or
-        checkpoint None); a configured checkpoint that is missing is an error, not a fallback."""
+                    **kwargs) -> SAM2Stages | None:
+        """SAM 2 stages when weights are configured, else None (config or checkpoint None); a
+        configured checkpoint that is missing is an error, not a reason to go without."""
         if config is None and checkpoint is not None:
             raise VQSearchError(f"SAM 2 checkpoint {checkpoint} given without a SAM 2 config "
                                 "(e.g. configs/sam2.1/sam2.1_hiera_t.yaml)")
         if config is None or checkpoint is None:
-            return cls(None, **kwargs)
+            return None
         return cls(load_sam2(config, checkpoint, device), **kwargs)
-
-    def available(self) -> bool:
-        return self.model is not None
 
     # ---- step 3: point -> box
 
@@ -269,14 +253,9 @@ class SAM2Stages:
                 self.model.image.set_image(image)
             self._image_key = key
 
-    def point_to_box(self, frame_rgb: np.ndarray, point_xy: Sequence[float],
-                     region_mask: np.ndarray | None = None) -> BoxXYWH | None:
+    def point_to_box(self, frame_rgb: np.ndarray, point_xy: Sequence[float]) -> BoxXYWH | None:
         """SAM 2's best mask for one positive point -> its tight box (frame pixels); None when
-        every mask is empty. Fallback: the tight box of `region_mask` (required then)."""
-        if self.model is None:
-            if region_mask is None:
-                raise ValueError("without SAM 2, point_to_box needs the candidate's region mask")
-            return mask_box(np.asarray(region_mask, dtype=bool))
+        every mask is empty."""
         import torch
 
         self._set_image(frame_rgb)
@@ -305,23 +284,20 @@ class SAM2Stages:
         """Run SAM 2 with the box prompt on a context crop around it (a zoom on small objects),
         take the tight box of the mask (back in frame pixels; the input box if the mask is empty),
         and re-encode the refined box's crop with `encode_crop` (e.g. QueryEngine.encode_crop),
-        returning (refined box, unit token). Fallback: the box as given, re-encoded."""
+        returning (refined box, unit token)."""
+        import torch
+
         height, width = frame_rgb.shape[:2]
         refined: BoxXYWH = tuple(float(v) for v in box)
-        if self.model is None:
-            note_fallback()
-        else:
-            import torch
-
-            cx, cy, cw, ch = self.context_crop(box, height, width)
-            self._set_image(frame_rgb[cy:cy + ch, cx:cx + cw])
-            prompt = np.asarray([box[0] - cx, box[1] - cy, box[0] - cx + box[2], box[1] - cy + box[3]],
-                                dtype=np.float32)
-            with torch.inference_mode():
-                masks, _, _ = self.model.image.predict(box=prompt, multimask_output=False)
-            found = mask_box(masks[0] > 0)
-            if found is not None:
-                refined = (found[0] + cx, found[1] + cy, found[2], found[3])
+        cx, cy, cw, ch = self.context_crop(box, height, width)
+        self._set_image(frame_rgb[cy:cy + ch, cx:cx + cw])
+        prompt = np.asarray([box[0] - cx, box[1] - cy, box[0] - cx + box[2], box[1] - cy + box[3]],
+                            dtype=np.float32)
+        with torch.inference_mode():
+            masks, _, _ = self.model.image.predict(box=prompt, multimask_output=False)
+        found = mask_box(masks[0] > 0)
+        if found is not None:
+            refined = (found[0] + cx, found[1] + cy, found[2], found[3])
         x, y, w, h = clip_box(refined, height, width)
         token = _l2(encode_crop(np.ascontiguousarray(frame_rgb[y:y + h, x:x + w])))
         return (float(x), float(y), float(w), float(h)), token
@@ -329,8 +305,7 @@ class SAM2Stages:
     # ---- step 4: tracking
 
     def track(self, frames_reader: Any, start_frame: int, box: Sequence[float],
-              frame_indices: Sequence[int], original_hw: tuple[int, int] | None = None,
-              own_boxes: Mapping[int, Sequence[float]] | Sequence[Any] | None = None
+              frame_indices: Sequence[int], original_hw: tuple[int, int] | None = None
               ) -> dict[int, BoxXYWH]:
         """Response track {frame: (x, y, w, h)} in original pixels, sorted by frame.
 
@@ -340,25 +315,12 @@ class SAM2Stages:
         SAM 2 is prompted with the box at `start_frame` and propagated forward and backward
         through `frame_indices` until the object is lost; the start frame is always in the
         answer (the given box if SAM 2 loses the object at once).
-        Fallback: `own_boxes` (the region track's boxes: a mapping frame -> box or Box-like objects
-        with frame/x/y/width/height) within the clip, plus the start box.
         """
         indices = sorted({int(i) for i in frame_indices})
         start_frame = int(start_frame)
         if start_frame not in indices:
             raise ValueError(f"start frame {start_frame} is not among the clip's frames")
         box = tuple(float(v) for v in box)
-        if self.model is None:
-            note_fallback()
-            result = {}
-            items = own_boxes.items() if isinstance(own_boxes, Mapping) else (
-                (b.frame, (b.x, b.y, b.width, b.height)) for b in (own_boxes or ()))
-            wanted = set(indices)
-            for frame, own in items:
-                if int(frame) in wanted:
-                    result[int(frame)] = tuple(float(v) for v in own)
-            result.setdefault(start_frame, box)
-            return dict(sorted(result.items()))
         at = indices.index(start_frame)
         result = {}
         result.update(self._track_one_way(frames_reader, indices[at:], box, original_hw, reverse=False))
@@ -420,25 +382,3 @@ class SAM2Stages:
             pos += len(chunk) - 1  # the next chunk starts on this chunk's last frame, seeded with its mask
             if lost or pos >= len(order) - 1:
                 return found
-
-    # ---- step 5: query augmentation
-
-    def augment_queries(self, frames: Any, track_boxes: Mapping[int, Sequence[float]], n: int = 3,
-                        original_hw: tuple[int, int] | None = None, min_side: float = 8.0
-                        ) -> list[np.ndarray]:
-        """Up to `n` new visual query crops (uint8 RGB) from the response track: boxes spread evenly
-        over the track in time, skipping boxes with a side below `min_side` original pixels.
-        `frames` is a reader as for `track` (decord VideoReader, callable, or mapping frame ->
-        image), `original_hw` as for `track`."""
-        usable = sorted(f for f, b in track_boxes.items() if min(b[2], b[3]) >= min_side)
-        if n < 1 or not usable:
-            return []
-        chosen = sorted({usable[round(i)] for i in np.linspace(0, len(usable) - 1, min(n, len(usable)))})
-        images = read_frames(frames, chosen)
-        fh, fw = images.shape[1:3]
-        oh, ow = original_hw if original_hw is not None else (fh, fw)
-        crops = []
-        for frame, image in zip(chosen, images):
-            x, y, w, h = clip_box(scale_box(track_boxes[frame], fw / ow, fh / oh), fh, fw)
-            crops.append(np.ascontiguousarray(image[y:y + h, x:x + w]))
-        return crops

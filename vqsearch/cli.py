@@ -92,13 +92,16 @@ def query(
     as_json: bool = JsonOption,
     show: Optional[Path] = typer.Option(None, "--show", help="Write a contact sheet of the answer to this PNG."),
     model: Optional[str] = typer.Option(None, "--model", help="Must match the index's model."),
+    no_relocate: bool = typer.Option(False, "--no-relocate",
+                                     help="Answer with the index's coarse track boxes: no refinement or tracking."),
     sam2_config: Optional[str] = Sam2ConfigOption,
     sam2_checkpoint: Optional[str] = Sam2CheckpointOption,
     device: str = DeviceOption,
 ) -> None:
     """Find where an object was last seen, by text, by crop, or both.
 
-    With SAM 2 weights, the last occurrence is refined and tracked on every frame (VQ2D stages).
+    The last occurrence gets a tight box on every sampled frame of it (VQ2D steps 3-5): from
+    similarity maps and OpenCV's CSRT tracker, or from SAM 2 when its weights are given.
     """
     from queries.engine import QueryEngine
     from vqsearch.models.factory import create_model
@@ -112,16 +115,14 @@ def query(
         raise VQSearchError(f"the index at {_db(db)} is empty: index a video first")
     if model is not None:
         store.check_model(model)
-    engine = QueryEngine(store, create_model(name, device))
-    answer = engine.search(text, crop, video, top_k)
-    if answer.last_seen is not None and (sam2_config or sam2_checkpoint):
-        from queries.relocate import relocate
+    sam2 = None
+    if not no_relocate and (sam2_config or sam2_checkpoint):
         from queries.sam2_stages import SAM2Stages
-
         from vqsearch.models.device import resolve_device
 
-        stages = SAM2Stages.from_config(sam2_config, sam2_checkpoint, str(resolve_device(device)))
-        answer.last_seen = relocate(engine, stages, engine.encode_queries(text, crop))
+        sam2 = SAM2Stages.from_config(sam2_config, sam2_checkpoint, str(resolve_device(device)))
+    engine = QueryEngine(store, create_model(name, device))
+    answer = engine.search(text, crop, video, top_k, relocate=not no_relocate, sam2=sam2)
     if show is not None:
         from queries.show import contact_sheet
 
@@ -194,18 +195,19 @@ def bench_vq2d(
 ) -> None:
     """Answer every valid VQ2D query set and write challenge-format predictions (resumable).
 
-    Steps 3-5 use SAM 2 when its config and checkpoint are given, else the region tracks' boxes.
+    Steps 3-5 use SAM 2 when its config and checkpoint are given, else similarity maps and CSRT.
     """
     from queries.vq2d.runner import run_vq2d
     from vqsearch.models.factory import DEFAULT_MODEL
 
-    stages = None
+    sam2 = None
     if not no_relocate:
         from queries.sam2_stages import SAM2Stages
 
-        stages = SAM2Stages.from_config(sam2_config, sam2_checkpoint)
+        sam2 = SAM2Stages.from_config(sam2_config, sam2_checkpoint)
     summary = run_vq2d(annotations, clips, out, model_name=model or DEFAULT_MODEL, use_text=not no_text,
-                       use_crop=not no_crop, progress=not as_json and sys.stderr.isatty(), stages=stages)
+                       use_crop=not no_crop, progress=not as_json and sys.stderr.isatty(),
+                       relocate=not no_relocate, sam2=sam2)
     if as_json:
         typer.echo(json.dumps(summary))
         return

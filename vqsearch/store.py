@@ -342,6 +342,14 @@ class Store:
             ).all()
             return {row.id: row for row in rows}
 
+    def video(self, video_id: int) -> Video:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(Video, video_id)
+
+    def track_vector(self, track_id: int) -> np.ndarray:
+        """A track's stored visual token (unit norm)."""
+        return self.vectors().visual.reconstruct(int(track_id)).astype(np.float32)
+
     def shot_bounds(self, video_id: int, frame: int) -> tuple[int, int]:
         """(first, last) frame that may belong to the shot holding `frame`, cut to the sampled frames
         around the cuts: a cut between sampled frames b and a allows frames b+1 .. a-1 either way."""

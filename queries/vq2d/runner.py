@@ -110,7 +110,8 @@ def run_vq2d(
     use_crop: bool = True,
     fps: float | None = None,
     progress: bool = True,
-    stages: SAM2Stages | None = None,
+    relocate: bool = True,
+    sam2: SAM2Stages | None = None,
 ) -> dict[str, Any]:
     """Answer every valid query set of the annotations; write and validate the predictions.
 
@@ -121,7 +122,7 @@ def run_vq2d(
     from indexer.pipeline import index_video
     from indexer.video import probe
     from queries.engine import QueryEngine
-    from queries.relocate import relocate
+    from queries.relocate import relocate as relocate_hit
     from vqsearch.models.factory import create_model, get_config
     from vqsearch.store import Store, file_fingerprint
 
@@ -146,7 +147,7 @@ def run_vq2d(
         raise VQSearchError(f"{len(missing)} of {len(by_clip)} clips are missing from {clips_dir}, "
                             f"e.g. {missing[0]}.mp4")
 
-    stages_label = None if stages is None else ("sam2" if stages.available() else "region-boxes")
+    stages_label = None if not relocate else ("sam2" if sam2 is not None else "similarity-csrt")
     work = work_dir_for(out_path)
     model = None
     tracks: dict[QueryKey, PredictedTrack] = {}
@@ -205,10 +206,10 @@ def run_vq2d(
                 vectors["text"] = engine.encode_text(qs.object_title.strip())
             if not vectors:
                 last = None
-            elif stages is None:
+            elif not relocate:
                 last = engine.answer(vectors, until_frame=qs.query_frame)[0]
             else:
-                last = relocate(engine, stages, vectors, until_frame=qs.query_frame)
+                last = relocate_hit(engine, vectors, until_frame=qs.query_frame, sam2=sam2)
             track = PredictedTrack((), 0.0)
             if last is not None:
                 box = qs.response_track[0]

@@ -53,10 +53,12 @@ class ModelConfig:
     min_group: int = 1                  # drop in-frame groups with fewer prompt tokens than this
     track_tau: float = 0.65             # temporal merge: cosine to an active track at least this
     min_track_frames: int = 1           # tracks seen on fewer sampled frames are not stored
-    visual_threshold: float = 0.5       # crop query: keep tracks with visual similarity above
-    text_threshold: float = 0.3         # text query: keep tracks with text similarity above
-    joint_threshold: float = 0.18       # text + crop: product of similarities above (T-REN tau_sim)
-    relative_threshold: float = 0.0     # ... and at least this fraction of the best track's score
+    visual_threshold: float = 0.5       # crop query: a track is an occurrence at this similarity ...
+    text_threshold: float = 0.3         # text query: ... at this text similarity ...
+    joint_threshold: float = 0.18       # text + crop: ... at this product of both (T-REN tau_sim) ...
+    visual_margin: float = 0.0          # ... and this many robust standard deviations above the
+    text_margin: float = 0.0            #     median score of the query over the searched tracks
+    joint_margin: float = 0.0           #     (the background), per kind of query
     extra: dict = field(default_factory=dict)
 
 

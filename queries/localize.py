@@ -1,0 +1,94 @@
+"""Fine localisation without SAM 2 (RELOCATE step 3 on any backbone): where in a frame is the query?
+
+The index keeps one coarse box per track observation (a stride-32 mask: ~80 px cells on a
+1280 px frame). At query time a context crop around a candidate is re-encoded at a higher
+resolution and compared, cell by cell, with the query token; the box is the connected blob of
+cells around the peak that keeps at least half of the peak's margin over the crop's median. Two
+rounds, the second on the first's box, zoom in on small objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from vqsearch.models.base import Backbone
+
+BoxXYWH = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Located:
+    """A box in frame pixels and the peak cosine of the query token inside it."""
+
+    box: BoxXYWH
+    score: float
+
+
+def similarity_map(backbone: Backbone, image: np.ndarray, token: np.ndarray, long_side: int) -> np.ndarray:
+    """Cosine of `token` with every backbone cell of `image` resized to `long_side`: [h, w]."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    stride = backbone.stride
+    scale = long_side / max(height, width)
+    size = (max(stride, round(height * scale / stride) * stride), max(stride, round(width * scale / stride) * stride))
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size[1], size[0]), Image.BILINEAR))
+    features = backbone.features(resized[None])[0]
+    features = features / np.linalg.norm(features, axis=0, keepdims=True).clip(1e-8)
+    return np.einsum("dhw,d->hw", features, token)
+
+
+def _blob_box(sims: np.ndarray, height: int, width: int, keep: float, halo: float) -> tuple[BoxXYWH, float]:
+    """Upsample a cell map to (height, width); box of the blob around the peak above the cut,
+    less `halo` cells on each side (a cell next to an object sees part of it too)."""
+    from PIL import Image
+
+    up = np.asarray(Image.fromarray(sims.astype(np.float32)).resize((width, height), Image.BILINEAR))
+    peak_at = np.unravel_index(int(np.argmax(up)), up.shape)
+    peak, floor = float(up[peak_at]), float(np.median(up))
+    labels, _ = ndimage.label(up >= floor + keep * (peak - floor))
+    ys, xs = np.nonzero(labels == labels[peak_at])
+    x0, x1, y0, y1 = float(xs.min()), float(xs.max() + 1), float(ys.min()), float(ys.max() + 1)
+    hx, hy = halo * width / sims.shape[1], halo * height / sims.shape[0]
+    if x1 - x0 > 4 * hx:
+        x0, x1 = x0 + hx, x1 - hx
+    if y1 - y0 > 4 * hy:
+        y0, y1 = y0 + hy, y1 - hy
+    return (x0, y0, x1 - x0, y1 - y0), peak
+
+
+def context_window(box: BoxXYWH, height: int, width: int, context: float, min_side: float) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of the box grown by `context` x its size on each side, at least `min_side`."""
+    w, h = max(box[2], 1.0), max(box[3], 1.0)
+    cw, ch = min(width, max(w * (1 + 2 * context), min_side)), min(height, max(h * (1 + 2 * context), min_side))
+    x = min(max(box[0] + w / 2 - cw / 2, 0.0), width - cw)
+    y = min(max(box[1] + h / 2 - ch / 2, 0.0), height - ch)
+    return int(x), int(y), max(1, int(round(cw))), max(1, int(round(ch)))
+
+
+def refine_box(backbone: Backbone, frame: np.ndarray, box: BoxXYWH, token: np.ndarray, rounds: int = 3,
+               context: float = 1.0, box_cells: float = 4.0, max_side: int = 512, keep: float = 0.5,
+               halo: float = 0.5) -> Located:
+    """The query's box near `box` (frame pixels), from similarity maps of re-encoded context crops.
+
+    Each round zooms so that the current box spans about `box_cells` backbone cells (at most
+    `max_side` pixels for the context crop), then takes the blob's box as the next one.
+    """
+    height, width = frame.shape[:2]
+    score = 0.0
+    for _ in range(rounds):
+        x, y, w, h = context_window(box, height, width, context, min_side=2 * backbone.stride)
+        zoom = box_cells * backbone.stride / max(box[2], box[3], 1.0)
+        long_side = int(min(max_side, max(2 * backbone.stride, max(w, h) * zoom)))
+        sims = similarity_map(backbone, frame[y:y + h, x:x + w], token, long_side)
+        (bx, by, bw, bh), score = _blob_box(sims, h, w, keep, halo)
+        box = (bx + x, by + y, bw, bh)
+    return Located(box, score)
+
+
+def frame_peak(backbone: Backbone, frame: np.ndarray, token: np.ndarray, long_side: int) -> float:
+    """The best cell's cosine with the query on a whole frame: is the object in view at all?"""
+    return float(similarity_map(backbone, frame, token, long_side).max())
