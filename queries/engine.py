@@ -173,10 +173,11 @@ class QueryEngine:
                              (config.visual_threshold, config.visual_margin))
         if not scores:
             return []
-        values = np.fromiter(scores.values(), dtype=np.float64)
-        median = float(np.median(values))
-        spread = 1.4826 * float(np.median(np.abs(values - median)))
-        floor = max(threshold, median + margin * spread)
+        floor = threshold
+        if margin > 0:
+            values = np.fromiter(scores.values(), dtype=np.float64)
+            median = float(np.median(values))
+            floor = max(floor, median + margin * 1.4826 * float(np.median(np.abs(values - median))))
         return sorted((i for i, s in scores.items() if s >= floor), key=scores.get, reverse=True)
 
     def _selector(self, video: Path | None, until_frame: int | None = None):

@@ -6,7 +6,7 @@
    frame where the query matches best as the anchor;
 4. from the anchor the object is followed on every sampled frame of its shot up to the query
    frame: SAM 2's video predictor, or OpenCV's CSRT checked by the query's appearance
-   (`queries.tracker`);
+   (`queries.tracker`), each tracked box then tightened by one round of step 3;
 5. crops from that response track become new visual queries; search, refinement and tracking
    run again, and a later occurrence found that way replaces the answer.
 A visual query token comes from the crop when there is one, else from the track itself.
@@ -21,10 +21,11 @@ import numpy as np
 from queries.engine import Box, Hit, QueryEngine
 from queries.localize import refine_box
 from queries.sam2_stages import SAM2Stages, clip_box, read_frames, scale_box
-from queries.tracker import TrackSettings, track_object
+from queries.tracker import TrackSettings, fill_frames, track_object
 
 NO_SAM2_MESSAGE = "SAM 2 weights not configured: boxes from similarity maps, tracking with OpenCV CSRT"
 ANCHOR_CANDIDATES = 3  # track frames tried as the anchor (last, middle, first)
+REFINED_FRAMES = 32    # tracked frames whose CSRT box is refined by the similarity map (one round)
 _said = False
 
 
@@ -89,6 +90,11 @@ def _refine_and_track(engine: QueryEngine, sam2: SAM2Stages | None, hit: Hit, to
         track = track_object(lambda ids: read_frames(small_reader, ids),
                              _sampled_frames(engine, hit, anchor, until_frame), anchor, box,
                              (height, width), engine.encode_crop, token)
+        others = [f for f in track if f != anchor]
+        others = [others[round(i)] for i in np.linspace(0, len(others) - 1, min(len(others), REFINED_FRAMES))]
+        for f, image in zip(others, read_frames(reader, others) if others else []):
+            track[f] = refine_box(engine.model.backbone, image, track[f], token, rounds=1).box
+    track = fill_frames(track)
     frames = sorted(track)
     boxes = [Box(f, *(round(float(v), 1) for v in track[f])) for f in frames]
     return Hit(hit.video, hit.score, frames[0], frames[-1], round(frames[0] / hit.fps, 3),
@@ -98,7 +104,8 @@ def _refine_and_track(engine: QueryEngine, sam2: SAM2Stages | None, hit: Hit, to
 def relocate(engine: QueryEngine, queries: dict[str, np.ndarray], until_frame: int | None = None,
              sam2: SAM2Stages | None = None, rounds: int = 2, last: Hit | None = None,
              video=None) -> Hit | None:
-    """The last occurrence with a tight box on every sampled frame of it, or None.
+    """The last occurrence with a tight box on every frame of it, or None (boxes between the
+    sampled frames are interpolated).
 
     `last`: the engine's answer for these queries when the caller already has it; `video`
     restricts every search to one indexed video, as `QueryEngine.answer` does.

@@ -93,3 +93,14 @@ def track_object(read: Callable[[list[int]], np.ndarray], frames: Sequence[int],
             if found is not None:
                 result[frame] = (found[0] / sx, found[1] / sy, found[2] / sx, found[3] / sy)
     return dict(sorted(result.items()))
+
+
+def fill_frames(track: dict[int, BoxXYWH]) -> dict[int, BoxXYWH]:
+    """A box on every frame from the first to the last of `track`, gaps linearly interpolated."""
+    if not track:
+        return {}
+    frames = np.array(sorted(track), dtype=float)
+    boxes = np.array([track[int(f)] for f in frames], dtype=float)
+    every = np.arange(int(frames[0]), int(frames[-1]) + 1)
+    filled = np.stack([np.interp(every, frames, boxes[:, k]) for k in range(4)], axis=1)
+    return {int(f): tuple(float(v) for v in box) for f, box in zip(every, filled)}

@@ -41,7 +41,7 @@ def test_hits_are_cut_at_the_query_frame():
     from queries.engine import Hit
 
     video = O(fps=5.0, path="clip.mp4", abs_path="/clip.mp4")
-    row = O(id=1, video=video, start_frame=2, end_frame=9,
+    row = O(id=1, video=video, video_id=1, start_frame=2, end_frame=9,
             observations=[O(frame=f, x=0.0, y=0.0, width=1.0, height=1.0) for f in (2, 5, 9)])
     hit = Hit.from_track(row, 0.5, until_frame=7)
     assert [b.frame for b in hit.boxes] == [2, 5] and (hit.end_frame, hit.end_time) == (5, 1.0)

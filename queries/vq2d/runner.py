@@ -39,6 +39,7 @@ from queries.vq2d.formats import (
     write_json_atomic,
     write_predictions,
 )
+from queries.tracker import fill_frames
 from vqsearch.errors import VQSearchError
 from vqsearch.models.factory import DEFAULT_MODEL
 
@@ -90,15 +91,10 @@ def cut_crop(frame: np.ndarray, query: ValidQuery) -> np.ndarray | None:
 
 def track_boxes(observations, scale: tuple[float, float]) -> list[PredictedBox]:
     """A hit's boxes with gaps filled by linear interpolation, as scaled corner boxes."""
-    obs = sorted(observations, key=lambda o: o.frame)
-    if not obs:
-        return []
-    frames = np.array([o.frame for o in obs], dtype=float)
-    xyxy = np.array([[o.x, o.y, o.x + o.width, o.y + o.height] for o in obs], dtype=float)
-    every = np.arange(obs[0].frame, obs[-1].frame + 1)
-    filled = np.stack([np.interp(every, frames, xyxy[:, k]) for k in range(4)], axis=1)
-    filled *= np.array([scale[0], scale[1], scale[0], scale[1]])
-    return [PredictedBox(int(f), *(round(float(v), 2) for v in box)) for f, box in zip(every, filled)]
+    filled = fill_frames({o.frame: (o.x, o.y, o.width, o.height) for o in observations})
+    sx, sy = scale
+    return [PredictedBox(f, *(round(float(v), 2) for v in (x * sx, y * sy, (x + w) * sx, (y + h) * sy)))
+            for f, (x, y, w, h) in filled.items()]
 
 
 def run_vq2d(

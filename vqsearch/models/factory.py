@@ -38,7 +38,7 @@ CONFIGS: dict[str, ModelConfig] = {
         text_threshold=0.45,
         joint_threshold=0.15,
         visual_margin=2.0,
-        text_margin=1.0,
+        text_margin=2.0,
         joint_margin=1.5,
     ),
     TINY_OPENCLIP: ModelConfig(name=TINY_OPENCLIP, input_long_side=128, crop_long_side=64, **_PAPER,
