@@ -112,7 +112,8 @@ def run_vq2d(
     """Answer every valid query set of the annotations; write and validate the predictions.
 
     Returns a summary: clips, clips_indexed, clips_resumed, queries, answered, tracks,
-    patch_tokens, compression (patch tokens per stored track), seconds, predictions (path)."""
+    patch_tokens, compression (patch tokens per stored track), seconds, answer_seconds (of them,
+    answering rather than indexing), predictions (path)."""
     from tqdm import tqdm
 
     from indexer.pipeline import index_video
@@ -148,6 +149,7 @@ def run_vq2d(
     model = None
     tracks: dict[QueryKey, PredictedTrack] = {}
     indexed = resumed = answered = total_tracks = total_patch = 0
+    answering = 0.0  # seconds spent answering (not indexing)
     for clip_uid, queries in tqdm(list(by_clip.items()), desc="vq2d", unit="clip", file=sys.stderr,
                                   disable=not progress):
         clip_path = clips_dir / f"{clip_uid}.mp4"
@@ -189,6 +191,7 @@ def run_vq2d(
         clip_preds: dict[str, dict] = {}
         text_ok = use_text and model.has_text and store.vectors() is not None and store.vectors().text is not None
         for q in queries:
+            began = time.perf_counter()
             qs = q.query_set
             vectors: dict[str, np.ndarray] = {}
             if use_crop:
@@ -217,6 +220,7 @@ def run_vq2d(
                 if boxes:
                     track = PredictedTrack(tuple(boxes), round(float(last.score), 6))
             tracks[q.key] = track
+            answering += time.perf_counter() - began
             clip_preds[f"{q.annotation_index}/{q.query_set_id}"] = track_to_json(track)
         total_tracks += n_tracks
         total_patch += video.patch_tokens
@@ -243,4 +247,5 @@ def run_vq2d(
         "stages": stages_label,
         "crop": use_crop,
         "seconds": round(time.perf_counter() - start, 3),
+        "answer_seconds": round(answering, 3),
     }
