@@ -59,17 +59,33 @@ def _sampled_frames(engine: QueryEngine, hit: Hit, anchor: int, until_frame: int
     return sorted(set(frames) | {anchor})
 
 
-def _refine_and_track(engine: QueryEngine, sam2: SAM2Stages | None, hit: Hit, token: np.ndarray,
-                      until_frame: int | None) -> tuple[Hit, np.ndarray]:
-    """Steps 3 and 4 on one candidate: (hit with the response track's boxes, refined crop token)."""
+def _decode(path: str, frames: list[int], size_hw: tuple[int, int] | None = None) -> dict[int, np.ndarray]:
+    """Frames of a video (resized by the decoder to `size_hw`), the reader closed at once: with
+    a second decord reader open on the same file, one read of 48 frames took 400 MB more."""
     import decord
 
-    reader = decord.VideoReader(hit.source, num_threads=1)
+    width, height = (size_hw[1], size_hw[0]) if size_hw else (-1, -1)
+    reader = decord.VideoReader(path, width=width, height=height, num_threads=1)
+    try:
+        return dict(zip(frames, read_frames(reader, frames)))
+    finally:
+        del reader
+
+
+def _refine_and_track(engine: QueryEngine, sam2: SAM2Stages | None, hit: Hit, crop_token: np.ndarray | None,
+                      until_frame: int | None) -> tuple[Hit, np.ndarray]:
+    """Steps 3 and 4 on one candidate: (hit with the response track's boxes, refined crop token).
+
+    `crop_token`: the query crop's token, None for a text query (the track's own token stands in).
+    """
+    import decord
+
     own = {b.frame: (b.x, b.y, b.width, b.height) for b in hit.boxes}
     picks = sorted({hit.boxes[-1].frame, hit.boxes[len(hit.boxes) // 2].frame, hit.boxes[0].frame},
                    reverse=True)[:ANCHOR_CANDIDATES]
-    images = dict(zip(picks, read_frames(reader, picks)))
+    images = _decode(hit.source, picks)
     if sam2 is not None:
+        reader = decord.VideoReader(hit.source, num_threads=1)
         anchor = picks[0]
         box = own[anchor]
         found = sam2.point_to_box(images[anchor], (box[0] + box[2] / 2, box[1] + box[3] / 2))
@@ -78,7 +94,8 @@ def _refine_and_track(engine: QueryEngine, sam2: SAM2Stages | None, hit: Hit, to
         track = sam2.track(reader, anchor, box, list(range(frames[0], frames[-1] + 1)))
     else:
         _say_once(NO_SAM2_MESSAGE)
-        track, refined = _similarity_stages(engine, hit, images, own, token, until_frame)
+        token = crop_token if crop_token is not None else engine.store.track_vector(hit.track_id)
+        track, refined = _similarity_stages(engine, hit, images, own, token, crop_token is None, until_frame)
     track = fill_frames(track)
     frames = sorted(track)
     boxes = [Box(f, *(round(float(v), 1) for v in track[f])) for f in frames]
@@ -87,12 +104,13 @@ def _refine_and_track(engine: QueryEngine, sam2: SAM2Stages | None, hit: Hit, to
 
 
 def _similarity_stages(engine: QueryEngine, hit: Hit, images: dict[int, np.ndarray], own: dict[int, tuple],
-                       token: np.ndarray, until_frame: int | None) -> tuple[dict[int, tuple], np.ndarray]:
+                       token: np.ndarray, check_anchor: bool, until_frame: int | None
+                       ) -> tuple[dict[int, tuple], np.ndarray]:
     """Steps 3-4 without SAM 2: the anchor is the candidate frame whose box refines to the best
-    match (one round each, then two more on the winner); CSRT follows it on the shot's sampled
-    frames, decoded once at a reduced size, and each tracked box gets one round of refinement."""
-    import decord
-
+    match of `token` (one round each, then two more on the winner); CSRT follows it on the
+    shot's sampled frames, decoded once at a reduced size, each new box compared with `token`, or
+    with the anchor's own crop when `check_anchor` (a track token is not a crop's: a text query);
+    each tracked box then gets one round of refinement."""
     backbone = engine.model.backbone
     first = {f: refine_box(backbone, image, own[f], token, rounds=1) for f, image in images.items()}
     anchor = max(first, key=lambda f: first[f].score)
@@ -102,11 +120,10 @@ def _similarity_stages(engine: QueryEngine, hit: Hit, images: dict[int, np.ndarr
     height, width = images[anchor].shape[:2]
     scale = min(1.0, TrackSettings().track_side / max(height, width))
     small_hw = (round(height * scale) // 2 * 2, round(width * scale) // 2 * 2)
-    small_reader = decord.VideoReader(hit.source, width=small_hw[1], height=small_hw[0], num_threads=1)
     frames = _sampled_frames(engine, hit, anchor, until_frame)
-    small = dict(zip(frames, read_frames(small_reader, frames)))
+    small = _decode(hit.source, frames, small_hw)
     track = track_object(lambda ids: np.stack([small[i] for i in ids]), frames, anchor, box, (height, width),
-                         engine.encode_crop, token)
+                         engine.encode_crop, refined if check_anchor else token)
     sx, sy = small_hw[1] / width, small_hw[0] / height
     others = [f for f in track if f != anchor]
     for i in np.linspace(0, len(others) - 1, min(len(others), REFINED_FRAMES)):
@@ -135,10 +152,8 @@ def relocate(engine: QueryEngine, queries: dict[str, np.ndarray], until_frame: i
         last, _ = engine.answer(queries, video, until_frame=until_frame)
     if last is None:
         return None
-    token = queries.get("visual")
-    if token is None:
-        token = engine.store.track_vector(last.track_id)
-    answer, refined = _refine_and_track(engine, sam2, last, token, until_frame)
+    crop_token = queries.get("visual")
+    answer, refined = _refine_and_track(engine, sam2, last, crop_token, until_frame)
     for _ in range(rounds - 1):
         import decord
 
@@ -152,7 +167,7 @@ def relocate(engine: QueryEngine, queries: dict[str, np.ndarray], until_frame: i
         if again is None or again.track_id == last.track_id or again.end_frame <= answer.end_frame:
             break
         last = again
-        answer, refined = _refine_and_track(engine, sam2, again, token, until_frame)
+        answer, refined = _refine_and_track(engine, sam2, again, crop_token, until_frame)
     return answer
 
 
