@@ -41,13 +41,18 @@ def similarity_map(backbone: Backbone, image: np.ndarray, token: np.ndarray, lon
     return np.einsum("dhw,d->hw", features, token)
 
 
-def _blob_box(sims: np.ndarray, height: int, width: int, keep: float, halo: float) -> tuple[BoxXYWH, float]:
+def _blob_box(sims: np.ndarray, height: int, width: int, keep: float, halo: float,
+              inside: tuple[int, int, int, int]) -> tuple[BoxXYWH, float]:
     """Upsample a cell map to (height, width); box of the blob around the peak above the cut,
-    less `halo` cells on each side (a cell next to an object sees part of it too)."""
+    less `halo` cells on each side (a cell next to an object sees part of it too). The peak is
+    looked for `inside` (x0, y0, x1, y1): the candidate's own box, so context cannot pull it away."""
     from PIL import Image
 
     up = np.asarray(Image.fromarray(sims.astype(np.float32)).resize((width, height), Image.BILINEAR))
-    peak_at = np.unravel_index(int(np.argmax(up)), up.shape)
+    x0, y0, x1, y1 = inside
+    window = up[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)]
+    at = np.unravel_index(int(np.argmax(window)), window.shape)
+    peak_at = (at[0] + y0, at[1] + x0)
     peak, floor = float(up[peak_at]), float(np.median(up))
     labels, _ = ndimage.label(up >= floor + keep * (peak - floor))
     ys, xs = np.nonzero(labels == labels[peak_at])
@@ -86,11 +91,8 @@ def refine_box(backbone: Backbone, frame: np.ndarray, box: BoxXYWH, token: np.nd
         zoom = box_cells * backbone.stride / max(box[2], box[3], 1.0)
         long_side = int(min(max_side, max(2 * backbone.stride, max(w, h) * zoom)))
         sims = similarity_map(backbone, frame[y:y + h, x:x + w], token, long_side)
-        (bx, by, bw, bh), score = _blob_box(sims, h, w, keep, halo)
+        inside = (max(0, int(box[0]) - x), max(0, int(box[1]) - y),
+                  min(w, int(np.ceil(box[0] + box[2])) - x), min(h, int(np.ceil(box[1] + box[3])) - y))
+        (bx, by, bw, bh), score = _blob_box(sims, h, w, keep, halo, inside)
         box = (bx + x, by + y, bw, bh)
     return Located(box, score)
-
-
-def frame_peak(backbone: Backbone, frame: np.ndarray, token: np.ndarray, long_side: int) -> float:
-    """The best cell's cosine with the query on a whole frame: is the object in view at all?"""
-    return float(similarity_map(backbone, frame, token, long_side).max())

@@ -2,9 +2,9 @@
 is lost, with OpenCV's CSRT tracker (no downloaded weights) checked by the query's appearance.
 
 From the anchor frame the tracker runs forward and backward over the video's sampled frames,
-never across a shot cut and never past `until` (the query frame). Every new box is re-encoded
-and compared with the query token: the track ends after `patience` frames in a row that look
-unlike the query (cosine below `accept`) or when CSRT itself loses the object. Frames are
+never across a shot cut and never past the query frame (the caller gives those frames). Every
+new box is re-encoded and compared with the query token: the track ends at the first frame that
+looks unlike the query (cosine below `accept`) or where CSRT itself loses the object. Frames are
 tracked at a reduced size (`track_side`), boxes returned in original pixels.
 """
 
@@ -21,42 +21,24 @@ BoxXYWH = tuple[float, float, float, float]
 @dataclass(frozen=True)
 class TrackSettings:
     accept: float = 0.4       # crop-vs-query cosine a tracked box must keep (93 % of true boxes on DAVIS)
-    patience: int = 1         # frames in a row below `accept` before the track ends
     max_frames: int = 150     # per direction: 30 s at 5 fps
     track_side: int = 640     # long side of the frames the tracker sees
 
 
-def _csrt():
+def _one_way(frames: Sequence[np.ndarray], box: BoxXYWH,
+             looks_like: Callable[[np.ndarray, BoxXYWH], bool]) -> list[BoxXYWH]:
+    """Boxes for frames[1], frames[2], ... until the object is lost."""
     import cv2
 
-    params = cv2.TrackerCSRT.Params()
-    return cv2.TrackerCSRT.create(params)
-
-
-def _one_way(frames: Sequence[np.ndarray], box: BoxXYWH, looks_like: Callable[[np.ndarray, BoxXYWH], bool],
-             patience: int) -> list[BoxXYWH | None]:
-    """Boxes for frames[1:] (None where the object was not confirmed), stopping when lost."""
-    import cv2
-
-    tracker = _csrt()
+    tracker = cv2.TrackerCSRT.create(cv2.TrackerCSRT.Params())
     tracker.init(cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR), tuple(int(round(v)) for v in box))
-    out: list[BoxXYWH | None] = []
-    misses = 0
+    out: list[BoxXYWH] = []
     for frame in frames[1:]:
         ok, found = tracker.update(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         found = tuple(float(v) for v in found)
-        if not ok or found[2] < 2 or found[3] < 2:
+        if not ok or found[2] < 2 or found[3] < 2 or not looks_like(frame, found):
             break
-        if looks_like(frame, found):
-            misses = 0
-            out.append(found)
-        else:
-            misses += 1
-            if misses >= patience:
-                break
-            out.append(None)
-    while out and out[-1] is None:
-        out.pop()
+        out.append(found)
     return out
 
 
@@ -88,10 +70,8 @@ def track_object(read: Callable[[list[int]], np.ndarray], frames: Sequence[int],
     for order in (forward, backward):
         if len(order) < 2:
             continue
-        for frame, found in zip(order[1:], _one_way([by_frame[f] for f in order], start, looks_like,
-                                                      settings.patience)):
-            if found is not None:
-                result[frame] = (found[0] / sx, found[1] / sy, found[2] / sx, found[3] / sy)
+        for frame, found in zip(order[1:], _one_way([by_frame[f] for f in order], start, looks_like)):
+            result[frame] = (found[0] / sx, found[1] / sy, found[2] / sx, found[3] / sy)
     return dict(sorted(result.items()))
 
 

@@ -9,9 +9,12 @@ predictions (for the same settings) is skipped, a clip whose store already holds
 clip is not indexed again.
 
 The prediction of a query set is its "last seen" track (the engine's rule, restricted to tracks
-that start on or before the query frame), cut at the query frame, with missing frames inside
-the track filled by linear interpolation (the official format needs contiguous tracks), boxes
-scaled to the annotation's original frame size. No answer -> empty track, score 0.
+that start on or before the query frame), relocated (tight boxes, tracked through its shot; see
+`queries.relocate`) and cut at the query frame, with missing frames filled by linear
+interpolation (the official format needs contiguous tracks), boxes scaled to the annotation's
+original frame size. A VQ2D query's object was seen by construction, so when no track passes the
+occurrence rule the best match answers, at its own (low) score, as the official baseline answers
+with the last frame's best box when it finds no peak. Nothing to query with -> empty track.
 """
 
 from __future__ import annotations
@@ -203,12 +206,13 @@ def run_vq2d(
                     vectors["visual"] = engine.encode_crop(crop)
             if text_ok and qs.object_title and qs.object_title.strip():
                 vectors["text"] = engine.encode_text(qs.object_title.strip())
-            if not vectors:
-                last = None
-            elif not relocate:
-                last = engine.answer(vectors, until_frame=qs.query_frame)[0]
-            else:
-                last = relocate_hit(engine, vectors, until_frame=qs.query_frame, sam2=sam2)
+            last = None
+            if vectors:
+                last, ranked = engine.answer(vectors, top_k=1, until_frame=qs.query_frame)
+                if last is None and ranked:
+                    last = ranked[0]  # a VQ2D object was seen: its best match, at its low score
+                if last is not None and relocate:
+                    last = relocate_hit(engine, vectors, until_frame=qs.query_frame, sam2=sam2, last=last)
             track = PredictedTrack((), 0.0)
             if last is not None:
                 box = qs.response_track[0]
