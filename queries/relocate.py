@@ -25,7 +25,7 @@ from queries.tracker import TrackSettings, fill_frames, track_object
 
 NO_SAM2_MESSAGE = "SAM 2 weights not configured: boxes from similarity maps, tracking with OpenCV CSRT"
 ANCHOR_CANDIDATES = 3  # track frames tried as the anchor (last, middle, first)
-REFINED_FRAMES = 32    # tracked frames whose CSRT box is refined by the similarity map (one round)
+REFINED_FRAMES = 16    # tracked frames (spread over the track) whose CSRT box gets one refinement round
 _said = False
 
 
@@ -48,15 +48,18 @@ def _crop(frame: np.ndarray, box) -> np.ndarray:
 
 
 def _sampled_frames(engine: QueryEngine, hit: Hit, anchor: int, until_frame: int | None) -> list[int]:
-    """The index's sampled frames of the anchor's shot, up to the query frame."""
+    """The index's sampled frames of the anchor's shot, up to the query frame, and at most
+    `TrackSettings.max_frames` either side of the anchor (what is decoded stays bounded)."""
     from indexer.video import sample_indices
 
     video = engine.store.video(hit.video_id)
     first, last = engine.store.shot_bounds(hit.video_id, anchor)
     if until_frame is not None:
         last = min(last, until_frame)
-    frames = [f for f in sample_indices(video.frames, video.fps, video.sample_fps) if first <= f <= last]
-    return sorted(set(frames) | {anchor})
+    frames = sorted({f for f in sample_indices(video.frames, video.fps, video.sample_fps) if first <= f <= last}
+                    | {anchor})
+    at, reach = frames.index(anchor), TrackSettings().max_frames
+    return frames[max(0, at - reach):at + reach + 1]
 
 
 def _decode(path: str, frames: list[int], size_hw: tuple[int, int] | None = None) -> dict[int, np.ndarray]:
@@ -64,9 +67,12 @@ def _decode(path: str, frames: list[int], size_hw: tuple[int, int] | None = None
     a second decord reader open on the same file, one read of 48 frames took 400 MB more."""
     import decord
 
+    if not frames:
+        return {}
     width, height = (size_hw[1], size_hw[0]) if size_hw else (-1, -1)
     reader = decord.VideoReader(path, width=width, height=height, num_threads=1)
     try:
+        frames = sorted(frames)  # decoders go forward
         return dict(zip(frames, read_frames(reader, frames)))
     finally:
         del reader
@@ -111,6 +117,8 @@ def _similarity_stages(engine: QueryEngine, hit: Hit, images: dict[int, np.ndarr
     shot's sampled frames, decoded once at a reduced size, each new box compared with `token`, or
     with the anchor's own crop when `check_anchor` (a track token is not a crop's: a text query);
     each tracked box then gets one round of refinement."""
+    import decord
+
     backbone = engine.model.backbone
     first = {f: refine_box(backbone, image, own[f], token, rounds=1) for f, image in images.items()}
     anchor = max(first, key=lambda f: first[f].score)
@@ -120,10 +128,17 @@ def _similarity_stages(engine: QueryEngine, hit: Hit, images: dict[int, np.ndarr
     height, width = images[anchor].shape[:2]
     scale = min(1.0, TrackSettings().track_side / max(height, width))
     small_hw = (round(height * scale) // 2 * 2, round(width * scale) // 2 * 2)
-    frames = _sampled_frames(engine, hit, anchor, until_frame)
-    small = _decode(hit.source, frames, small_hw)
-    track = track_object(lambda ids: np.stack([small[i] for i in ids]), frames, anchor, box, (height, width),
-                         engine.encode_crop, refined if check_anchor else token)
+    small: dict[int, np.ndarray] = {}
+    reader = decord.VideoReader(hit.source, width=small_hw[1], height=small_hw[0], num_threads=1)
+
+    def read(ids: list[int]) -> np.ndarray:
+        missing = sorted(i for i in ids if i not in small)  # decoders go forward
+        if missing:
+            small.update(zip(missing, read_frames(reader, missing)))
+        return np.stack([small[i] for i in ids])
+
+    track = track_object(read, _sampled_frames(engine, hit, anchor, until_frame), anchor, box, (height, width),
+                         small_hw, engine.encode_crop, refined if check_anchor else token)
     sx, sy = small_hw[1] / width, small_hw[0] / height
     others = [f for f in track if f != anchor]
     for i in np.linspace(0, len(others) - 1, min(len(others), REFINED_FRAMES)):

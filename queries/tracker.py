@@ -11,7 +11,7 @@ tracked at a reduced size (`track_side`), boxes returned in original pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -23,17 +23,24 @@ class TrackSettings:
     accept: float = 0.4       # crop-vs-query cosine a tracked box must keep (93 % of true boxes on DAVIS)
     max_frames: int = 150     # per direction: 30 s at 5 fps
     track_side: int = 640     # long side of the frames the tracker sees
+    chunk: int = 8            # frames decoded at a time
 
 
-def _one_way(frames: Sequence[np.ndarray], box: BoxXYWH,
+def _frames(read: Callable[[list[int]], np.ndarray], order: list[int], chunk: int) -> Iterator[np.ndarray]:
+    """Frames in `order`, decoded `chunk` at a time, only as far as they are asked for."""
+    for start in range(0, len(order), chunk):
+        yield from read(order[start:start + chunk])
+
+
+def _one_way(frames: Iterator[np.ndarray], box: BoxXYWH,
              looks_like: Callable[[np.ndarray, BoxXYWH], bool]) -> list[BoxXYWH]:
-    """Boxes for frames[1], frames[2], ... until the object is lost."""
+    """Boxes for the frames after the first, until the object is lost."""
     import cv2
 
     tracker = cv2.TrackerCSRT.create(cv2.TrackerCSRT.Params())
-    tracker.init(cv2.cvtColor(frames[0], cv2.COLOR_RGB2BGR), tuple(int(round(v)) for v in box))
+    tracker.init(cv2.cvtColor(next(frames), cv2.COLOR_RGB2BGR), tuple(int(round(v)) for v in box))
     out: list[BoxXYWH] = []
-    for frame in frames[1:]:
+    for frame in frames:
         ok, found = tracker.update(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         found = tuple(float(v) for v in found)
         if not ok or found[2] < 2 or found[3] < 2 or not looks_like(frame, found):
@@ -43,20 +50,18 @@ def _one_way(frames: Sequence[np.ndarray], box: BoxXYWH,
 
 
 def track_object(read: Callable[[list[int]], np.ndarray], frames: Sequence[int], anchor: int, box: BoxXYWH,
-                 original_hw: tuple[int, int], encode_crop: Callable[[np.ndarray], np.ndarray],
-                 token: np.ndarray, settings: TrackSettings = TrackSettings()) -> dict[int, BoxXYWH]:
+                 original_hw: tuple[int, int], small_hw: tuple[int, int],
+                 encode_crop: Callable[[np.ndarray], np.ndarray], token: np.ndarray,
+                 settings: TrackSettings = TrackSettings()) -> dict[int, BoxXYWH]:
     """{frame: box} in original pixels over `frames` (sorted frame numbers holding `anchor`).
 
-    `read(frame_numbers)` gives those frames as uint8 RGB [N, h, w, 3] at any size with the
-    video's aspect ratio; the anchor's box is always in the answer.
+    `read(frame_numbers)` gives those frames as uint8 RGB [N, *small_hw, 3]; it is called a few
+    frames at a time, as far as the object is followed. The anchor's box is always in the answer.
     """
     at = list(frames).index(anchor)
     forward = list(frames[at:at + settings.max_frames + 1])
     backward = list(frames[max(0, at - settings.max_frames):at + 1])[::-1]
-    images = read(sorted(set(forward) | set(backward)))
-    by_frame = dict(zip(sorted(set(forward) | set(backward)), images))
-    height, width = images.shape[1:3]
-    sx, sy = width / original_hw[1], height / original_hw[0]
+    sx, sy = small_hw[1] / original_hw[1], small_hw[0] / original_hw[0]
 
     def looks_like(frame: np.ndarray, b: BoxXYWH) -> bool:
         x0, y0 = max(0, int(b[0])), max(0, int(b[1]))
@@ -70,7 +75,7 @@ def track_object(read: Callable[[list[int]], np.ndarray], frames: Sequence[int],
     for order in (forward, backward):
         if len(order) < 2:
             continue
-        for frame, found in zip(order[1:], _one_way([by_frame[f] for f in order], start, looks_like)):
+        for frame, found in zip(order[1:], _one_way(_frames(read, order, settings.chunk), start, looks_like)):
             result[frame] = (found[0] / sx, found[1] / sy, found[2] / sx, found[3] / sy)
     return dict(sorted(result.items()))
 

@@ -82,7 +82,7 @@ def test_tracker_stops_where_the_object_is_lost(engine, ball_crop, videos):
     token = engine.encode_crop(load_crop(ball_crop))
     sampled = [f for f in sample_indices(300, 29.97, 5.0) if f <= 120]
     track = track_object(lambda ids: reader.get_batch(ids).asnumpy(), sampled, 0, (366.0, 428.0, 72.0, 70.0),
-                         (720, 1280), engine.encode_crop, token)
+                         (720, 1280), (360, 640), engine.encode_crop, token)
     assert 0 in track and len(track) >= 2
     assert max(track) <= 30  # a cup covers the ball near frame 25 and the shuffling starts
     for box in track.values():  # the ball does not move before it is covered
