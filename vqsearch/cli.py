@@ -250,7 +250,11 @@ def bench_make_davis(
     episodes: int = typer.Option(16, "--episodes", help="How many episodes (clips) to build."),
     seed: int = typer.Option(0, "--seed", help="Random seed of the episode plan."),
 ) -> None:
-    """Build a small real VQ2D-format benchmark from DAVIS 2016 val sequences."""
+    """Build hard VQ2D-format episodes from DAVIS 2016 val sequences.
+
+    Crop from the first appearance; three or four other sequences follow (one of the target's
+    kind where the data has one); the target reappears for 3-6 frames before the query frame.
+    """
     from queries.vq2d.davis import build_davis_episodes
 
     if not (davis / "JPEGImages").is_dir() or not (davis / "Annotations").is_dir():

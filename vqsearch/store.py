@@ -27,7 +27,7 @@ from vqsearch.errors import VQSearchError
 if TYPE_CHECKING:
     from indexer.pipeline import IndexedVideo
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: shot cuts per video
 
 
 class Base(DeclarativeBase):
@@ -145,6 +145,12 @@ class Store:
     def model_name(self) -> str | None:
         with Session(self.engine) as session:
             return self._meta(session).get("model")
+
+    @property
+    def schema_version(self) -> str | None:
+        """The schema the index was last written with (None for an empty index)."""
+        with Session(self.engine) as session:
+            return self._meta(session).get("schema")
 
     def check_model(self, name: str) -> None:
         """Refuse to mix models in one index."""

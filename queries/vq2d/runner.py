@@ -124,7 +124,7 @@ def run_vq2d(
     from queries.engine import QueryEngine
     from queries.relocate import relocate as relocate_hit
     from vqsearch.models.factory import create_model, get_config
-    from vqsearch.store import Store, file_fingerprint
+    from vqsearch.store import SCHEMA_VERSION, Store, file_fingerprint
 
     start = time.perf_counter()
     annotations_path, clips_dir, out_path = Path(annotations_path), Path(clips_dir), Path(out_path)
@@ -182,7 +182,7 @@ def run_vq2d(
         info = replace(info, frames=min(info.frames, cutoff + 1))  # never look past the query frame
         video = store.find_video(clip_path)
         if not (video is not None and video.fingerprint == settings["fingerprint"] and video.frames == info.frames
-                and abs(video.sample_fps - sample_fps) < 1e-9):
+                and abs(video.sample_fps - sample_fps) < 1e-9 and store.schema_version == SCHEMA_VERSION):
             result = index_video(model, info, sample_fps)
             store.add_video(model_name, str(clip_path), result)
             video = store.find_video(clip_path)
