@@ -1,0 +1,137 @@
+"""Text queries as people ask them, on the shared data: does the right video come first?
+
+Two sets, each indexed into its own store with the embedded model:
+- the three sample videos with everyday queries (objects, colours, people), each naming the
+  video it is about;
+- the 15 DAVIS 2016 val sequences, each written as one 5 fps video, each queried by its object
+  title (`queries.vq2d.davis.OBJECT_TITLES`; "dog" is right for both dog and libby).
+A query's videos are ranked by their best track's score; reported: top-1, mean reciprocal rank,
+whether `last_seen` lands in a right video, and warm query latency (index search, no relocation).
+
+    python benchmarks/bench_text.py [--work /tmp/vqsearch-text-bench] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+
+# (query, the sample video it is about): objects, colours and people, as a person would type them.
+SAMPLE_QUERIES: list[tuple[str, str]] = [
+    ("yellow ball", "02_cups.mp4"),
+    ("ball", "02_cups.mp4"),
+    ("red plastic cups", "02_cups.mp4"),
+    ("red cup", "02_cups.mp4"),
+    ("woman in an orange top", "02_cups.mp4"),
+    ("kettle", "04_coffee.mp4"),
+    ("coffee mug", "04_coffee.mp4"),
+    ("blue mug", "04_coffee.mp4"),
+    ("steel kettle pouring", "04_coffee.mp4"),
+    ("coffee", "04_coffee.mp4"),
+    ("bed", "bedroom.mp4"),
+    ("quilt", "bedroom.mp4"),
+    ("children jumping on a bed", "bedroom.mp4"),
+    ("child", "bedroom.mp4"),
+    ("pillow", "bedroom.mp4"),
+    ("person", "bedroom.mp4"),
+]
+
+
+def index(store_dir: Path, videos: list[Path]):
+    from indexer.pipeline import index_video
+    from indexer.video import probe
+    from queries.engine import QueryEngine
+    from vqsearch.models.factory import create_model
+    from vqsearch.store import Store
+
+    model = create_model()
+    store = Store.open(store_dir, create=True)
+    for path in videos:
+        if store.find_video(path) is None:
+            store.add_video(model.name, str(path), index_video(model, probe(path), 5.0))
+    return QueryEngine(store, model)
+
+
+def davis_videos(work: Path) -> dict[Path, str]:
+    """One 5 fps video per DAVIS sequence -> its object title."""
+    import numpy as np
+    from PIL import Image
+
+    from queries.vq2d.davis import frame_paths, list_sequences, object_title, write_clip
+
+    davis = SHARED / "davis2016-val"
+    out = {}
+    for sequence in list_sequences(davis):
+        path = work / "davis" / f"{sequence}.mp4"
+        if not path.is_file():
+            images, _ = frame_paths(davis, sequence)
+            frames = [np.asarray(Image.open(p).convert("RGB")) for p in images[::5]]
+            write_clip(frames, path, 5.0, Image.open(images[0]).size)
+        out[path] = object_title(sequence)
+    return out
+
+
+def evaluate(engine, queries: list[tuple[str, set[str]]]) -> dict:
+    """Top-1, MRR, last_seen in a right video, and warm latency over (query, right video names)."""
+    from queries.engine import Hit
+
+    top1 = rr = last_right = 0.0
+    latencies, misses = [], []
+    for text, right in queries:
+        start = time.perf_counter()
+        engine.search(text=text, relocate=False)  # as `vqsearch query --no-relocate` asks
+        latencies.append(time.perf_counter() - start)
+        answer = engine.search(text=text, top_k=10_000, relocate=False)
+        order: list[str] = []
+        for hit in answer.results:  # ranked by score: the first hit of each video ranks it
+            name = Path(hit.video).name
+            if name not in order:
+                order.append(name)
+        rank = next((i + 1 for i, name in enumerate(order) if name in right), None)
+        top1 += rank == 1
+        rr += 1 / rank if rank else 0.0
+        last: Hit | None = answer.last_seen
+        last_right += last is not None and Path(last.video).name in right
+        if rank != 1:
+            misses.append(f"{text!r} -> {order[0] if order else None}")
+    n = len(queries)
+    return {"queries": n, "top1": top1 / n, "mrr": round(rr / n, 3), "last_seen_right": last_right / n,
+            "warm_ms_median": round(statistics.median(latencies) * 1000, 1), "misses": misses}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/vqsearch-text-bench"))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+
+    samples = index(args.work / "samples-db", sorted((SHARED / "videos").glob("*.mp4")))
+    titles = davis_videos(args.work)
+    davis = index(args.work / "davis-db", sorted(titles))
+    report = {
+        "sample videos": evaluate(samples, [(q, {v}) for q, v in SAMPLE_QUERIES]),
+        "DAVIS titles": evaluate(davis, [(title, {p.name for p, t in titles.items() if t == title})
+                                         for title in titles.values()]),  # a title is right for every video it names
+    }
+    if args.json:
+        print(json.dumps(report))
+        return
+    print("| set | queries | top-1 | MRR | last_seen in a right video | warm ms (median) |")
+    print("|---|---|---|---|---|---|")
+    for name, r in report.items():
+        print(f"| {name} | {r['queries']} | {r['top1']:.0%} | {r['mrr']:.3f} | {r['last_seen_right']:.0%} | "
+              f"{r['warm_ms_median']} |")
+    for name, r in report.items():
+        print(f"{name}: misses at rank 1: {', '.join(r['misses']) or 'none'}")
+
+
+if __name__ == "__main__":
+    main()
