@@ -3,6 +3,11 @@
 # torch is pinned to the build pip finds on this kind of machine; elsewhere it comes from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# WordNet 3.0 (Debian's wordnet-base): text queries gather ImageNet classes under their head noun.
+if [ ! -f /usr/share/wordnet/data.noun ] && [ -z "${VQSEARCH_WORDNET:-}" ]; then
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wordnet-base >/dev/null
+fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
 .venv/bin/pip install -q torch==2.14.1 torchvision==0.29.1

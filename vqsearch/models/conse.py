@@ -2,9 +2,17 @@
 
 A region's text token is the probability-weighted sum of the text embeddings of its top
 ImageNet labels, so a query like "coffee mug" lands near regions the classifier calls a mug.
+Queries meet those tokens in the same label space (`LabelSpaceQueries`): a query whose head noun
+is a WordNet ancestor of ImageNet classes ("dog" above 118 breeds, "vehicle" above 67 classes)
+is embedded as the mean of those classes' label embeddings, the sum a region of any of them
+would carry.
 """
 
 from __future__ import annotations
+
+import importlib.util
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 
@@ -12,6 +20,7 @@ from vqsearch.models import onnx_cache
 from vqsearch.models.base import TextEncoder
 
 _LABELS_VERSION = "imagenet-raw-names-v1"
+LABEL_SPACE = "all-MiniLM-L6-v2"  # the text encoder whose label embeddings make the tokens
 
 
 def imagenet_labels() -> list[str]:
@@ -50,3 +59,72 @@ class ConSE:
         probs /= probs.sum(axis=1, keepdims=True)
         out = np.einsum("nt,ntd->nd", probs, self.labels[top])
         return (out / np.linalg.norm(out, axis=1, keepdims=True).clip(1e-8)).astype(np.float32)
+
+
+def imagenet_synsets() -> list[int]:
+    """WordNet noun offsets of the 1000 ImageNet classes, in class order, from timm's data file
+    (read without importing timm, which would import torch into every query)."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("timm is not installed: it carries ImageNet's WordNet ids")
+    lines = (Path(spec.origin).parent / "data" / "_info" / "imagenet_synsets.txt").read_text().split()
+    return [int(wnid[1:]) for wnid in lines]
+
+
+class LabelSpaceQueries:
+    """A text encoder for ConSE tokens: a query's head noun -> the ImageNet classes at or below it
+    in WordNet -> the mean of their label embeddings; other queries as the plain encoder does.
+
+    The head noun is the longest run of last words that names ImageNet classes in WordNet ("red
+    plastic cups" -> "cup", "coffee mug" -> "coffee_mug", "vehicle" -> 67 classes). The lemma ->
+    classes table is built once from WordNet and cached; without WordNet installed (and no
+    cached table) every query is embedded plainly.
+    """
+
+    def __init__(self, text: TextEncoder) -> None:
+        self.text = text
+        self.dim = text.dim
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """The label embeddings region tokens are made of (cached on disk by the first index)."""
+        return label_embeddings(self.text, LABEL_SPACE)
+
+    @cached_property
+    def vocabulary(self) -> tuple[dict[str, list[int]], dict[str, str]]:
+        """({lemma: ImageNet class indices at or below it}, {irregular plural: lemma})."""
+        import json
+
+        from vqsearch.models.wordnet import Nouns, wordnet_dir
+
+        root = wordnet_dir()
+        if root is None:
+            return {}, {}
+        stamp = ":".join(f"{(root / n).stat().st_size}:{(root / n).stat().st_mtime_ns}"
+                         for n in ("data.noun", "index.noun"))
+        path = onnx_cache.cache_file("wordnet-imagenet", stamp + _LABELS_VERSION, ".json")
+        if not path.exists():
+            nouns = Nouns(root)
+            table = {"classes": nouns.vocabulary(imagenet_synsets()), "exceptions": nouns.exceptions}
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(table))
+            tmp.replace(path)
+        table = json.loads(path.read_text())
+        return table["classes"], table["exceptions"]
+
+    def classes(self, query: str) -> list[int]:
+        """ImageNet classes at or below the query's head noun in WordNet (none: no head noun)."""
+        from vqsearch.models.wordnet import head_noun
+
+        classes, exceptions = self.vocabulary
+        head = head_noun(query, classes, exceptions)
+        return classes[head] if head is not None else []
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        plain = self.text.encode(texts)
+        for row, query in enumerate(texts):
+            below = self.classes(query)
+            if below:
+                mean = self.labels[below].mean(0)
+                plain[row] = mean / max(float(np.linalg.norm(mean)), 1e-8)
+        return plain.astype(np.float32)

@@ -36,7 +36,7 @@ CONFIGS: dict[str, ModelConfig] = {
         min_track_frames=2,
         visual_threshold=0.33,
         text_threshold=0.45,
-        joint_threshold=0.15,
+        joint_threshold=0.18,
         visual_margin=2.0,
         text_margin=2.0,
         joint_margin=1.5,
@@ -47,17 +47,17 @@ CONFIGS: dict[str, ModelConfig] = {
 
 
 def _build_lite0_conse(config: ModelConfig, device: str) -> SearchModel:
-    from vqsearch.models.conse import ConSE, label_embeddings
+    from vqsearch.models.conse import ConSE, LabelSpaceQueries
     from vqsearch.models.efficientnet import EfficientNetLite0, imagenet_classifier
     from vqsearch.models.minilm import MiniLMTextEncoder
 
     backbone = EfficientNetLite0(config.input_long_side)
-    text = MiniLMTextEncoder()
+    text = LabelSpaceQueries(MiniLMTextEncoder())
 
     def region_encoder():
         from vqsearch.regions import AffinityRegionEncoder  # torch: only when indexing
 
-        conse = ConSE(*imagenet_classifier(), label_embeddings(text, "all-MiniLM-L6-v2"))
+        conse = ConSE(*imagenet_classifier(), text.labels)
         return AffinityRegionEncoder(backbone.stride, text_projection=conse)
 
     return SearchModel(config, backbone, text, region_encoder)
