@@ -153,3 +153,22 @@ def test_query_does_not_import_torch(db):
             "print('torch' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
     assert run.stdout.strip().splitlines()[-1] == "False", run.stderr
+
+
+def test_ctrl_c_exits_130_and_leaves_the_index_alone(db, videos, tmp_path):
+    import shutil
+    import signal
+    import time
+
+    copy = tmp_path / "db"
+    shutil.copytree(db, copy)
+    before = _snapshot(copy)
+    run = subprocess.Popen([sys.executable, "-m", "vqsearch.cli", "index", str(videos / "bedroom.mp4"),
+                            "--db", str(copy)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=os.environ.copy())
+    time.sleep(1.5)  # loading the model or indexing: either way before the write
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130
+    assert err.strip().splitlines() == ["vqsearch: interrupted"]
+    assert _snapshot(copy) == before

@@ -71,6 +71,29 @@ def test_bad_annotations_path_is_one_error_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("vqsearch: error:")
 
 
+@pytest.mark.parametrize("uid", ["../../escape/victim", "/tmp/victim", "..", "a\\b"])
+def test_a_clip_uid_is_a_name_not_a_path(tmp_path, uid):
+    """A clip_uid that walks out of --clips is refused before anything is read or written."""
+    victim = tmp_path / "a" / "escape" / "victim.mp4"  # where clips/../../escape/victim.mp4 leads
+    victim.parent.mkdir(parents=True)
+    victim.write_bytes(b"not read")
+    clips = tmp_path / "a" / "b" / "clips"
+    clips.mkdir(parents=True)
+    annotations = tmp_path / "vq.json"
+    box = {"frame_number": 0, "x": 1, "y": 1, "width": 5, "height": 5, "original_width": 64, "original_height": 64}
+    annotations.write_text(json.dumps({"version": "t", "videos": [{"video_uid": "v", "clips": [{
+        "clip_uid": uid, "clip_fps": 5.0, "annotations": [{"query_sets": {"1": {
+            "is_valid": True, "object_title": "cup", "query_frame": 3, "visual_crop": box,
+            "response_track": [box]}}}]}]}]}))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    out = run("bench", "vq2d", "--annotations", str(annotations), "--clips", str(clips),
+              "--out", str(tmp_path / "a" / "preds.json"))
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a plain name" in lines[0], out.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
 @pytest.mark.slow
 def test_bench_vq2d_on_davis_episodes(tmp_path):
     from queries.vq2d.formats import load_annotations, load_predictions, validate_predictions

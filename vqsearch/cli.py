@@ -269,9 +269,11 @@ def bench_make_davis(
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 1."""
+    """Entry point: user errors become one line on stderr and exit status 1; Ctrl-C exits 130."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns a command's exit code, 130 on Ctrl-C
+    except KeyboardInterrupt:
+        code = 130
     except VQSearchError as error:
         _fail(str(error))
     except typer.Exit as done:
@@ -284,6 +286,10 @@ def main() -> None:
         if isinstance(error, click.ClickException):
             _fail(error.format_message())
         raise
+    if code == 130:  # the index is as it was: every write is one atomic switch
+        typer.echo("vqsearch: interrupted", err=True)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,12 @@ MAX_SAMPLE_FPS = 5.0
 CLIP_PREDICTIONS = "predictions.json"
 
 
+def is_plain_name(uid: str) -> bool:
+    """A clip_uid names a file in --clips and a folder in the work directory: never a path."""
+    return bool(uid) and uid not in (".", "..") and not any(c in uid for c in "/\\\0") and \
+        Path(uid).name == uid
+
+
 def work_dir_for(out_path: Path) -> Path:
     out_path = Path(out_path)
     return out_path.parent / f".{out_path.name}.work"
@@ -142,6 +148,10 @@ def run_vq2d(
     by_clip: dict[str, list[ValidQuery]] = {}
     for query in iter_valid_queries(annotations):
         by_clip.setdefault(query.clip_uid, []).append(query)
+    paths = [uid for uid in by_clip if not is_plain_name(uid)]
+    if paths:
+        raise VQSearchError(f"clip_uid {paths[0]!r} in {annotations_path} is not a plain name: "
+                            "clips are read only from <clips>/<clip_uid>.mp4")
     missing = [uid for uid in by_clip if not (clips_dir / f"{uid}.mp4").is_file()]
     if missing:
         raise VQSearchError(f"{len(missing)} of {len(by_clip)} clips are missing from {clips_dir}, "
