@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 # WordNet 3.0 (Debian's wordnet-base): text queries gather ImageNet classes under their head noun.
 if [ ! -f /usr/share/wordnet/data.noun ] && [ -z "${VQSEARCH_WORDNET:-}" ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wordnet-base >/dev/null
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wordnet-base >/dev/null; } ||
+        echo "setup: could not install Debian's wordnet-base: text queries will not use WordNet" >&2
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip
