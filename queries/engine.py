@@ -83,15 +83,24 @@ class Answer:
         }
 
 
+MAX_CROP_PIXELS = 4096 * 4096  # a crop is resized to 96 px: more only costs memory (1.6 GB at 12k x 12k)
+
+
 def load_crop(path: Path) -> np.ndarray:
-    """An RGB uint8 image, or one clear error."""
+    """An RGB uint8 image, or one clear error; its size is checked before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
     if not path.is_file():
         raise VQSearchError(f"no such crop image: {path}")
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            if image.width * image.height > MAX_CROP_PIXELS:
+                raise VQSearchError(f"crop image {path} is {image.width}x{image.height} pixels, more than "
+                                    f"{MAX_CROP_PIXELS // 10**6} megapixels: crop it to the object")
             return np.asarray(image.convert("RGB"))
+    except Image.DecompressionBombError:  # PIL's own header check, far above ours
+        raise VQSearchError(f"crop image {path} is more than {MAX_CROP_PIXELS // 10**6} megapixels: "
+                            "crop it to the object") from None
     except (UnidentifiedImageError, OSError) as error:
         raise VQSearchError(f"cannot read crop image {path}: {error}") from None
 

@@ -6,6 +6,7 @@ Imports are lazy: every call pays for what it loads, and `query` should not pay 
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -53,8 +54,8 @@ def index(
     from vqsearch.models.factory import DEFAULT_MODEL, create_model, get_config
     from vqsearch.store import Store
 
-    if fps <= 0:
-        raise VQSearchError(f"--fps must be positive, got {fps}")
+    if not (fps > 0 and math.isfinite(fps)):
+        raise VQSearchError(f"--fps must be a positive number, got {fps}")
     if model is not None:
         get_config(model)
     infos = [probe(path) for path in videos]  # every file is checked before any work starts

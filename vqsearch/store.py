@@ -27,7 +27,7 @@ from vqsearch.errors import VQSearchError
 if TYPE_CHECKING:
     from indexer.pipeline import IndexedVideo
 
-SCHEMA_VERSION = "2"  # 2: shot cuts per video
+SCHEMA_VERSION = "2"  # 2: shot cuts per video (a schema 1 index reads as one without cuts)
 
 
 class Base(DeclarativeBase):
@@ -93,6 +93,42 @@ class Observation(Base):
     height: Mapped[float] = mapped_column(Float)
 
 
+KNOWN_SCHEMAS = ("1", "2")
+_TABLES = {"meta", "videos", "tracks", "observations"}
+
+
+def _check_index_file(path: Path) -> None:
+    """Refuse, in one line, an index.sqlite that is not a readable vqsearch index of a known schema."""
+    import sqlite3
+
+    recover = f"restore {path} from a backup, or index into another --db"
+    if path.stat().st_size == 0:
+        raise VQSearchError(f"{path} is empty (0 bytes), not a vqsearch index: {recover}")
+    with open(path, "rb") as handle:
+        if handle.read(16) != b"SQLite format 3\x00":
+            raise VQSearchError(f"{path} is not an SQLite database: {recover}")
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            schema = (connection.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+                      if "meta" in tables else None)
+            columns = {row[1] for row in connection.execute("PRAGMA table_info(observations)")}
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        raise VQSearchError(f"{path} is damaged ({error}): {recover}") from None
+    if not _TABLES <= tables:
+        raise VQSearchError(f"{path} is an SQLite database but not a vqsearch index (no "
+                            f"{', '.join(sorted(_TABLES - tables))} table): use another --db")
+    if schema is not None and schema[0] not in KNOWN_SCHEMAS:
+        raise VQSearchError(f"{path} has schema version {schema[0]!r}; this vqsearch reads versions "
+                            f"{', '.join(KNOWN_SCHEMAS)}: use the vqsearch that wrote it, or another --db")
+    missing = {"frame", "x", "y", "width", "height"} - columns
+    if missing:
+        raise VQSearchError(f"{path} is damaged (observations lack {', '.join(sorted(missing))}): {recover}")
+
+
 def file_fingerprint(path: Path) -> str:
     stat = path.stat()
     return f"{stat.st_size}:{stat.st_mtime_ns}"
@@ -126,15 +162,18 @@ class Store:
 
     @classmethod
     def open(cls, root: Path, create: bool = False, device: str = "cpu") -> Store:
+        """Open an index, checking first that it is one (nothing is written to anything else)."""
         root = Path(root)
+        if root.exists() and not root.is_dir():
+            raise VQSearchError(f"--db {root} is a file, not a directory")
         if not (root / "index.sqlite").exists():
             if not create:
                 raise VQSearchError(f"no index at {root}: run `vqsearch index VIDEO --db {root}` first")
-            if root.exists() and not root.is_dir():
-                raise VQSearchError(f"--db {root} is a file, not a directory")
             root.mkdir(parents=True, exist_ok=True)
+        else:
+            _check_index_file(root / "index.sqlite")
         store = cls(root, device)
-        Base.metadata.create_all(store.engine)
+        Base.metadata.create_all(store.engine)  # adds the tables a newer schema brings (shot_cuts)
         return store
 
     # --- metadata -----------------------------------------------------------------------------
@@ -197,11 +236,24 @@ class Store:
                 generation = self._generation(session)
             if generation == 0:
                 return None
-            visual = faiss.read_index(str(self._faiss_path("visual", generation)))
+            visual = self._read_index(self._faiss_path("visual", generation))
             text_path = self._faiss_path("text", generation)
-            text = faiss.read_index(str(text_path)) if text_path.exists() else None
+            text = self._read_index(text_path) if text_path.exists() else None
             self._vectors = Vectors(visual, text)
         return self._vectors
+
+    def _read_index(self, path: Path):
+        """A FAISS file of the committed generation, or one line on what is lost."""
+        import faiss
+
+        lost = (f"the index at {self.root} names {path.name}, which is {{}}: its track vectors are lost; "
+                "index the videos again into another --db")
+        if not path.is_file():
+            raise VQSearchError(lost.format("missing"))
+        try:
+            return faiss.read_index(str(path))
+        except RuntimeError:
+            raise VQSearchError(lost.format("unreadable")) from None
 
     def search_vectors(self) -> Vectors | None:
         """The current vectors for searching: copied to a GPU when `device` asks for one and
