@@ -69,6 +69,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from queries.engine import QueryEngine
+    from queries.relocate import Relocation
     from vqsearch.models.factory import DEFAULT_MODEL, create_model
     from vqsearch.store import Store
 
@@ -90,7 +91,7 @@ def main() -> None:
     latencies, relocated = {}, {}
     for name, kwargs in {"text": {"text": "coffee mug"}, "crop": {"crop": crop},
                          "text+crop": {"text": "ball", "crop": crop}}.items():
-        for relocate, out, repeats in ((False, latencies, 10), (True, relocated, 3)):
+        for relocate, out, repeats in ((None, latencies, 10), (Relocation(), relocated, 3)):
             engine.search(**kwargs, relocate=relocate)
             times = []
             for _ in range(repeats):

@@ -80,15 +80,15 @@ def davis_videos(work: Path) -> dict[Path, str]:
 
 def evaluate(engine, queries: list[tuple[str, set[str]]]) -> dict:
     """Top-1, MRR, last_seen in a right video, and warm latency over (query, right video names)."""
-    from queries.engine import Hit
+    from queries.hits import Hit
 
     top1 = rr = last_right = 0.0
     latencies, misses = [], []
     for text, right in queries:
         start = time.perf_counter()
-        engine.search(text=text, relocate=False)  # as `vqsearch query --no-relocate` asks
+        engine.search(text=text)  # as `vqsearch query --no-relocate` asks
         latencies.append(time.perf_counter() - start)
-        answer = engine.search(text=text, top_k=10_000, relocate=False)
+        answer = engine.search(text=text, top_k=10_000)
         order: list[str] = []
         for hit in answer.results:  # ranked by score: the first hit of each video ranks it
             name = Path(hit.video).name

@@ -11,76 +11,20 @@ see it" is the occurrence that ends last (videos ordered by recording time).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Callable, Optional
 
 import numpy as np
 
+from queries.hits import Answer, Hit
 from vqsearch.errors import VQSearchError
 from vqsearch.models.base import SearchModel
-from vqsearch.store import Store, TrackRow
-
-if TYPE_CHECKING:
-    from queries.sam2_stages import SAM2Stages
+from vqsearch.store import Store
 
 CANDIDATES = 4096  # nearest tracks fetched per modality before scoring
 
-
-@dataclass
-class Box:
-    frame: int
-    x: float
-    y: float
-    width: float
-    height: float
-
-
-@dataclass
-class Hit:
-    video: str
-    score: float
-    start_frame: int
-    end_frame: int
-    start_time: float
-    end_time: float
-    boxes: list[Box] = field(default_factory=list)
-    track_id: int = 0       # the rest is for the program, not the JSON
-    source: str = ""        # absolute path of the video file
-    fps: float = 0.0
-    video_id: int = 0
-
-    @classmethod
-    def from_track(cls, row: TrackRow, score: float, until_frame: int | None = None) -> Hit:
-        """A hit for a stored track, cut at `until_frame` when only the past may be seen."""
-        fps = row.video.fps
-        boxes = [Box(o.frame, round(o.x, 1), round(o.y, 1), round(o.width, 1), round(o.height, 1))
-                 for o in row.observations if until_frame is None or o.frame <= until_frame]
-        end = boxes[-1].frame if until_frame is not None else row.end_frame
-        return cls(row.video.path, round(float(score), 4), row.start_frame, end,
-                   round(row.start_frame / fps, 3), round(end / fps, 3), boxes, row.id,
-                   row.video.abs_path, fps, row.video_id)
-
-    def to_json(self) -> dict:
-        out = asdict(self)
-        for private in ("track_id", "source", "fps", "video_id"):
-            out.pop(private)
-        return out
-
-
-@dataclass
-class Answer:
-    text: str | None
-    crop: str | None
-    last_seen: Hit | None
-    results: list[Hit]
-
-    def to_json(self) -> dict:
-        return {
-            "query": {"text": self.text, "crop": self.crop},
-            "last_seen": self.last_seen.to_json() if self.last_seen else None,
-            "results": [hit.to_json() for hit in self.results],
-        }
+# (engine, encoded queries, last occurrence, video restriction) -> the occurrence, relocated
+Relocate = Callable[["QueryEngine", dict, Hit, Optional[Path]], Optional[Hit]]
 
 
 MAX_CROP_PIXELS = 4096 * 4096  # a crop is resized to 96 px: more only costs memory (1.6 GB at 12k x 12k)
@@ -130,9 +74,10 @@ class QueryEngine:
         return self.model.text_encoder.encode([text])[0].astype(np.float32)
 
     def search(self, text: str | None = None, crop: Path | None = None, video: Path | None = None,
-               top_k: int = 5, relocate: bool = True, sam2: SAM2Stages | None = None) -> Answer:
-        """Ranked tracks and the last occurrence; `relocate` gives the latter tight boxes on every
-        sampled frame of it (`queries.relocate`, with SAM 2 when `sam2` is given)."""
+               top_k: int = 5, relocate: Relocate | None = None) -> Answer:
+        """Ranked tracks and the last occurrence. `relocate(engine, queries, last, video)` gives the
+        latter its final boxes: `queries.relocate.Relocation` (VQ2D steps 3-5), which every front
+        end passes unless asked for the index's own boxes."""
         if text is not None and not text.strip():
             raise VQSearchError("empty --text query")
         if text is None and crop is None:
@@ -141,10 +86,8 @@ class QueryEngine:
             raise VQSearchError(f"--top-k must be at least 1, got {top_k}")
         queries = self.encode_queries(text, crop)
         last, results = self.answer(queries, video, top_k)
-        if relocate and last is not None:
-            from queries.relocate import relocate as relocate_hit
-
-            last = relocate_hit(self, queries, sam2=sam2, last=last, video=video)
+        if relocate is not None and last is not None:
+            last = relocate(self, queries, last, video)
         return Answer(text, str(crop) if crop is not None else None, last, results)
 
     def encode_queries(self, text: str | None, crop: Path | None) -> dict[str, np.ndarray]:

@@ -15,13 +15,17 @@ A visual query token comes from the crop when there is one, else from the track 
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from queries.engine import Box, Hit, QueryEngine
+from queries.hits import Box, Hit
 from queries.localize import refine_box
 from queries.sam2_stages import SAM2Stages, clip_box, read_frames, scale_box
 from queries.tracker import TrackSettings, fill_frames, track_object
+
+if TYPE_CHECKING:
+    from queries.engine import QueryEngine
 
 NO_SAM2_MESSAGE = "SAM 2 weights not configured: boxes from similarity maps, tracking with OpenCV CSRT"
 ANCHOR_CANDIDATES = 3  # track frames tried as the anchor (last, middle, first)
@@ -204,3 +208,13 @@ def augment_queries(frames, track_boxes: dict[int, tuple], n: int = 3, original_
         x, y, w, h = clip_box(scale_box(track_boxes[frame], fw / ow, fh / oh), fh, fw)
         crops.append(np.ascontiguousarray(image[y:y + h, x:x + w]))
     return crops
+
+
+class Relocation:
+    """Steps 3-5 as `QueryEngine.search`'s `relocate` hook, with SAM 2 when it is given."""
+
+    def __init__(self, sam2: SAM2Stages | None = None) -> None:
+        self.sam2 = sam2
+
+    def __call__(self, engine: QueryEngine, queries: dict[str, np.ndarray], last: Hit, video=None) -> Hit | None:
+        return relocate(engine, queries, sam2=self.sam2, last=last, video=video)

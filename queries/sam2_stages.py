@@ -27,7 +27,6 @@ import contextlib
 import hashlib
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from queries.engine import Answer, Hit
+from queries.hits import Answer, Hit
 
 TILE_WIDTH = 320
 PER_ROW = 4

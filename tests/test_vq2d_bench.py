@@ -24,7 +24,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_track_boxes_are_filled_and_scaled():
-    from queries.engine import Box
+    from queries.hits import Box
     from queries.vq2d.runner import track_boxes
 
     obs = [Box(5, 3, 3, 10, 10), Box(2, 0, 0, 10, 10)]
@@ -38,7 +38,7 @@ def test_track_boxes_are_filled_and_scaled():
 def test_hits_are_cut_at_the_query_frame():
     from types import SimpleNamespace as O
 
-    from queries.engine import Hit
+    from queries.hits import Hit
 
     video = O(fps=5.0, path="clip.mp4", abs_path="/clip.mp4")
     row = O(id=1, video=video, video_id=1, start_frame=2, end_frame=9,

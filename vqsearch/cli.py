@@ -123,7 +123,12 @@ def query(
 
         sam2 = SAM2Stages.from_config(sam2_config, sam2_checkpoint, str(resolve_device(device)))
     engine = QueryEngine(store, create_model(name, device))
-    answer = engine.search(text, crop, video, top_k, relocate=not no_relocate, sam2=sam2)
+    if no_relocate:
+        answer = engine.search(text, crop, video, top_k)
+    else:
+        from queries.relocate import Relocation
+
+        answer = engine.search(text, crop, video, top_k, relocate=Relocation(sam2))
     if show is not None:
         from queries.show import contact_sheet
 

@@ -230,8 +230,6 @@ class Store:
     def vectors(self) -> Vectors | None:
         """The current generation's FAISS indexes, read once per Store; None for an empty index."""
         if self._vectors is None:
-            import faiss
-
             with Session(self.engine) as session:
                 generation = self._generation(session)
             if generation == 0:
