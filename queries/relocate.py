@@ -15,6 +15,7 @@ A visual query token comes from the crop when there is one, else from the track 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -172,6 +173,9 @@ def relocate(engine: QueryEngine, queries: dict[str, np.ndarray], until_frame: i
     if last is None:
         return None
     crop_token = queries.get("visual")
+    if not Path(last.source).is_file():  # moved or deleted since it was indexed
+        print(f"vqsearch: cannot read {last.source}: answering with the index's own boxes", file=sys.stderr)
+        return last
     answer, refined = _refine_and_track(engine, sam2, last, crop_token, until_frame)
     for _ in range(rounds - 1):
         import decord

@@ -172,3 +172,18 @@ def test_ctrl_c_exits_130_and_leaves_the_index_alone(db, videos, tmp_path):
     assert run.returncode == 130
     assert err.strip().splitlines() == ["vqsearch: interrupted"]
     assert _snapshot(copy) == before
+
+
+def test_a_moved_video_still_answers_from_the_index(videos, tmp_path, ball_crop):
+    import shutil
+
+    moved = tmp_path / "02_cups.mp4"
+    shutil.copy(videos / "02_cups.mp4", moved)
+    root = tmp_path / "db"
+    vqsearch("index", str(moved), db=root)
+    moved.unlink()
+    run = vqsearch("query", "--crop", str(ball_crop), "--json", "--show", str(tmp_path / "sheet.png"), db=root)
+    answer = json.loads(run.stdout)
+    assert 280 <= answer["last_seen"]["start_frame"] <= answer["last_seen"]["end_frame"] <= 299
+    assert "answering with the index's own boxes" in run.stderr
+    assert (tmp_path / "sheet.png").stat().st_size > 0  # grey tiles where the frames were
