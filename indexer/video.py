@@ -21,10 +21,16 @@ from vqsearch.errors import VQSearchError
 @dataclass(frozen=True)
 class VideoInfo:
     path: Path
-    frames: int
+    frames: int                 # frames that can be decoded
     fps: float
     width: int
     height: int
+    declared_frames: int = 0    # frames the container says it holds (0: it does not say)
+
+    @property
+    def partial(self) -> bool:
+        """Fewer frames decode than the container declares: the file is cut short."""
+        return self.declared_frames > 0 and self.frames < self.declared_frames * COMPLETE
 
     @property
     def duration(self) -> float:
@@ -58,8 +64,26 @@ def sample_indices(frames: int, video_fps: float, target_fps: float) -> list[int
     return sorted({min(frames - 1, round(i * step)) for i in range(int(np.ceil(frames / step)))})
 
 
-def probe(path: Path) -> VideoInfo:
-    """Open a video and read its geometry, or fail with one clear line."""
+COMPLETE = 0.99  # decodable / declared frames below this is a cut-short file, not rounding
+
+
+def declared_frames(path: Path) -> int:
+    """Frames the container declares for its first video stream (0 when it does not say)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            return int(container.streams.video[0].frames or 0) if container.streams.video else 0
+    except (av.error.FFmpegError, OSError, IndexError):
+        return 0
+
+
+def probe(path: Path, allow_partial: bool = False) -> VideoInfo:
+    """Open a video and read its geometry, or fail with one clear line.
+
+    A file whose container declares more frames than can be decoded (cut short while copying or
+    recording) is refused unless `allow_partial`: indexing it as if whole would hide the gap.
+    """
     import decord
 
     if not path.is_file():
@@ -73,7 +97,13 @@ def probe(path: Path) -> VideoInfo:
         raise VQSearchError(f"cannot read video {path} (truncated, corrupt or not a video): {_reason(error)}") from None
     if frames < 1 or not fps > 0:
         raise VQSearchError(f"cannot read video {path}: no frames or no frame rate")
-    return VideoInfo(path, frames, fps, int(width), int(height))
+    with native_stderr_silenced():
+        declared = declared_frames(path)
+    info = VideoInfo(path, frames, fps, int(width), int(height), declared)
+    if info.partial and not allow_partial:
+        raise VQSearchError(f"video {path} is incomplete: {frames} of the {declared} frames it declares can be "
+                            "decoded (truncated?); index what is there with --allow-partial")
+    return info
 
 
 def stream(info: VideoInfo, indices: list[int], size_hw: tuple[int, int], batch: int = 8

@@ -107,6 +107,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
     ("index", "{missing}"),
     ("index", "{text_file}"),
     ("index", "{video}", "{truncated}"),
+    ("index", "{cut_short}"),
     ("index", "{video}", "--model", "no-such-model"),
     ("index", "{video}", "--fps", "0"),
     ("query", "--text", "  "),
@@ -127,8 +128,10 @@ def test_bad_input_is_one_line_and_leaves_the_index_alone(db, videos, tmp_path, 
     truncated = tmp_path / "truncated.mp4"
     data = (videos / "02_cups.mp4").read_bytes()
     truncated.write_bytes(data[: len(data) * 6 // 10])
+    cut_short = tmp_path / "cut_short.mp4"  # its index is at the front: 94 of 300 frames decode
+    cut_short.write_bytes(data[: len(data) * 3 // 10])
     values = {"missing": str(tmp_path / "missing.mp4"), "text_file": str(text_file),
-              "video": str(videos / "bedroom.mp4"), "truncated": str(truncated)}
+              "video": str(videos / "bedroom.mp4"), "truncated": str(truncated), "cut_short": str(cut_short)}
     run = vqsearch(*(a.format(**values) for a in args), db=copy, check=False)
     assert run.returncode != 0
     lines = [line for line in run.stderr.splitlines() if line.strip() and "Warning" not in line]
@@ -187,3 +190,18 @@ def test_a_moved_video_still_answers_from_the_index(videos, tmp_path, ball_crop)
     assert 280 <= answer["last_seen"]["start_frame"] <= answer["last_seen"]["end_frame"] <= 299
     assert "answering with the index's own boxes" in run.stderr
     assert (tmp_path / "sheet.png").stat().st_size > 0  # grey tiles where the frames were
+
+
+def test_a_video_cut_short_is_indexed_only_when_allowed_and_the_gap_is_kept(videos, tmp_path):
+    data = (videos / "02_cups.mp4").read_bytes()
+    cut_short = tmp_path / "cut_short.mp4"
+    cut_short.write_bytes(data[: len(data) * 3 // 10])
+    root = tmp_path / "db"
+    refused = vqsearch("index", str(cut_short), db=root, check=False)
+    assert refused.returncode == 1 and "is incomplete: 94 of the 300 frames" in refused.stderr
+    assert not root.exists()
+    done = vqsearch("index", str(cut_short), "--allow-partial", "--json", db=root)
+    assert json.loads(done.stdout)["videos"][0]["declared_frames"] == 300
+    assert "is incomplete" in done.stderr
+    listed = json.loads(vqsearch("list", "--json", db=root).stdout)["videos"]
+    assert [(v["frames"], v["declared_frames"]) for v in listed] == [(94, 300)]

@@ -45,6 +45,8 @@ def index(
     fps: float = typer.Option(5.0, "--fps", help="Frames sampled per second of video."),
     as_json: bool = JsonOption,
     device: str = DeviceOption,
+    allow_partial: bool = typer.Option(False, "--allow-partial",
+                                       help="Index the decodable part of a video cut short; the gap is recorded."),
 ) -> None:
     """Index videos: sample frames, encode regions, merge them into tracks, store them."""
     from tqdm import tqdm
@@ -58,7 +60,7 @@ def index(
         raise VQSearchError(f"--fps must be a positive number, got {fps}")
     if model is not None:
         get_config(model)
-    infos = [probe(path) for path in videos]  # every file is checked before any work starts
+    infos = [probe(path, allow_partial) for path in videos]  # every file is checked before any work starts
     store = Store.open(_db(db), create=True)
     name = model or store.model_name or DEFAULT_MODEL
     store.check_model(name)
@@ -74,7 +76,11 @@ def index(
             "video": str(given), "frames_sampled": result.frames_sampled, "tracks": len(result.tracks),
             "region_tokens": result.region_tokens, "patch_tokens": result.patch_tokens,
             "seconds": round(result.seconds, 3),
+            **({"declared_frames": info.declared_frames} if info.partial else {}),
         })
+        if info.partial:
+            typer.echo(f"vqsearch: {given} is incomplete: indexed the {info.frames} of its "
+                       f"{info.declared_frames} frames that decode", err=True)
         if not as_json:
             ratio = result.patch_tokens / max(len(result.tracks), 1)
             typer.echo(f"{given}: {result.frames_sampled} frames -> {len(result.tracks)} tracks "
@@ -157,13 +163,16 @@ def list_videos(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> No
 
     store = Store.open(_db(db))
     model = store.model_name
-    rows = [{"video": v.path, "frames": v.frames, "fps": round(v.fps, 3), "tracks": n, "model": model}
+    rows = [{"video": v.path, "frames": v.frames, "fps": round(v.fps, 3), "tracks": n, "model": model,
+             **({"declared_frames": v.gap.declared_frames} if v.gap else {})}
             for v, n in store.videos()]
     if as_json:
         typer.echo(json.dumps({"videos": rows}))
         return
     for row in rows:
-        typer.echo(f"{row['video']}  {row['frames']} frames @ {row['fps']} fps  {row['tracks']} tracks  [{model}]")
+        partial = f" (partial: {row['declared_frames']} declared)" if "declared_frames" in row else ""
+        typer.echo(f"{row['video']}  {row['frames']} frames{partial} @ {row['fps']} fps  {row['tracks']} tracks  "
+                   f"[{model}]")
     if not rows:
         typer.echo("No videos indexed.")
 

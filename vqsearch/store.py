@@ -59,6 +59,15 @@ class Video(Base):
                                                   passive_deletes=True)
     cuts: Mapped[list[ShotCut]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
                                                order_by="ShotCut.after")
+    gap: Mapped[PartialVideo | None] = relationship(cascade="all, delete-orphan", passive_deletes=True)
+
+
+class PartialVideo(Base):
+    """A video indexed with --allow-partial: its container declared more frames than decoded."""
+
+    __tablename__ = "partial_videos"
+    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True)
+    declared_frames: Mapped[int] = mapped_column(Integer)
 
 
 class ShotCut(Base):
@@ -204,10 +213,11 @@ class Store:
     def videos(self) -> list[tuple[Video, int]]:
         """Every indexed video with its number of tracks, in indexing order."""
         from sqlalchemy import func
+        from sqlalchemy.orm import selectinload
 
         with Session(self.engine, expire_on_commit=False) as session:
             counts = (select(Video, func.count(TrackRow.id)).outerjoin(TrackRow)
-                      .group_by(Video.id).order_by(Video.id))
+                      .group_by(Video.id).order_by(Video.id).options(selectinload(Video.gap)))
             return [(video, count) for video, count in session.execute(counts)]
 
     def find_video(self, path: Path) -> Video | None:
@@ -347,6 +357,8 @@ class Store:
                 recorded_at=info.path.stat().st_mtime,
             )
             video.cuts = [ShotCut(before=before, after=after) for before, after in result.cuts]
+            if info.partial:
+                video.gap = PartialVideo(declared_frames=info.declared_frames)
             for track in result.tracks:
                 row = TrackRow(start_frame=track.frames[0], end_frame=track.frames[-1])
                 row.observations = [
