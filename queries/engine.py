@@ -57,14 +57,10 @@ class QueryEngine:
 
     def encode_crop(self, image: np.ndarray) -> np.ndarray:
         """The crop's visual token: mean of the backbone features over the resized crop, unit norm."""
-        from PIL import Image
+        from queries.localize import fit_to_stride
 
         backbone = self.model.backbone
-        height, width = image.shape[:2]
-        scale = self.model.config.crop_long_side / max(height, width)
-        size = (max(backbone.stride, round(height * scale / backbone.stride) * backbone.stride),
-                max(backbone.stride, round(width * scale / backbone.stride) * backbone.stride))
-        resized = np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.BILINEAR))
+        resized = fit_to_stride(image, self.model.config.crop_long_side, backbone.stride)
         token = backbone.features(resized[None])[0].mean(axis=(1, 2))
         return (token / max(np.linalg.norm(token), 1e-8)).astype(np.float32)
 

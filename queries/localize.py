@@ -3,8 +3,8 @@
 The index keeps one coarse box per track observation (a stride-32 mask: ~80 px cells on a
 1280 px frame). At query time a context crop around a candidate is re-encoded at a higher
 resolution and compared, cell by cell, with the query token; the box is the connected blob of
-cells around the peak that keeps at least half of the peak's margin over the crop's median. Two
-rounds, the second on the first's box, zoom in on small objects.
+cells around the peak that keeps a share of the peak's margin over the crop's median. Each round
+zooms on the previous round's box, so small objects get several cells (`refine_box`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
 from vqsearch.models.base import Backbone
 
@@ -27,16 +26,19 @@ class Located:
     score: float
 
 
-def similarity_map(backbone: Backbone, image: np.ndarray, token: np.ndarray, long_side: int) -> np.ndarray:
-    """Cosine of `token` with every backbone cell of `image` resized to `long_side`: [h, w]."""
+def fit_to_stride(image: np.ndarray, long_side: int, stride: int) -> np.ndarray:
+    """`image` resized so its long side is about `long_side`, both sides multiples of `stride`."""
     from PIL import Image
 
     height, width = image.shape[:2]
-    stride = backbone.stride
     scale = long_side / max(height, width)
     size = (max(stride, round(height * scale / stride) * stride), max(stride, round(width * scale / stride) * stride))
-    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size[1], size[0]), Image.BILINEAR))
-    features = backbone.features(resized[None])[0]
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((size[1], size[0]), Image.BILINEAR))
+
+
+def similarity_map(backbone: Backbone, image: np.ndarray, token: np.ndarray, long_side: int) -> np.ndarray:
+    """Cosine of `token` with every backbone cell of `image` resized to `long_side`: [h, w]."""
+    features = backbone.features(fit_to_stride(image, long_side, backbone.stride)[None])[0]
     features = features / np.linalg.norm(features, axis=0, keepdims=True).clip(1e-8)
     return np.einsum("dhw,d->hw", features, token)
 
@@ -47,6 +49,7 @@ def _blob_box(sims: np.ndarray, height: int, width: int, keep: float, halo: floa
     less `halo` cells on each side (a cell next to an object sees part of it too). The peak is
     looked for `inside` (x0, y0, x1, y1): the candidate's own box, so context cannot pull it away."""
     from PIL import Image
+    from scipy import ndimage
 
     up = np.asarray(Image.fromarray(sims.astype(np.float32)).resize((width, height), Image.BILINEAR))
     x0, y0, x1, y1 = inside

@@ -46,10 +46,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _crop(frame: np.ndarray, box) -> np.ndarray:
-    x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
-    x1, y1 = min(frame.shape[1], max(x0 + 2, int(np.ceil(box[0] + box[2])))), \
-        min(frame.shape[0], max(y0 + 2, int(np.ceil(box[1] + box[3]))))
-    return np.ascontiguousarray(frame[y0:y1, x0:x1])
+    x, y, w, h = clip_box(box, *frame.shape[:2])
+    return np.ascontiguousarray(frame[y:y + h, x:x + w])
 
 
 def _sampled_frames(engine: QueryEngine, hit: Hit, anchor: int, until_frame: int | None) -> list[int]:
@@ -58,7 +56,7 @@ def _sampled_frames(engine: QueryEngine, hit: Hit, anchor: int, until_frame: int
     from indexer.video import sample_indices
 
     video = engine.store.video(hit.video_id)
-    first, last = engine.store.shot_bounds(hit.video_id, anchor)
+    first, last = engine.store.shot_bounds(video, anchor)
     if until_frame is not None:
         last = min(last, until_frame)
     frames = sorted({f for f in sample_indices(video.frames, video.fps, video.sample_fps) if first <= f <= last}

@@ -7,8 +7,8 @@
 
 Coordinates: every box is (x, y, width, height) with (x, y) the top-left corner, in pixels.
 `point_to_box` and `refine` work in the pixels of the frame they are given; `track` takes and
-returns ORIGINAL video pixels and rescale from whatever resolution the
-frame reader decodes at (`original_hw`).
+returns ORIGINAL video pixels and rescales from whatever resolution the frame reader decodes at
+(`original_hw`).
 
 Without SAM 2 weights there are no SAM2Stages: `queries.relocate` runs the same steps on the
 similarity maps of the query token and OpenCV's CSRT tracker instead.

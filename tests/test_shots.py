@@ -62,7 +62,7 @@ def test_cut_between_two_real_sequences_and_none_inside(tmp_path: Path):
     store = Store.open(tmp_path / "db", create=True)
     store.add_video(model.name, str(clip), result)
     video = store.find_video(clip)
-    assert store.shot_bounds(video.id, 3) == (0, 7) and store.shot_bounds(video.id, 12) == (8, 15)
+    assert store.shot_bounds(video, 3) == (0, 7) and store.shot_bounds(video, 12) == (8, 15)
 
 
 @pytest.mark.slow

@@ -133,7 +133,7 @@ def _check_index_file(path: Path) -> None:
     if schema is not None and schema[0] not in KNOWN_SCHEMAS:
         raise VQSearchError(f"{path} has schema version {schema[0]!r}; this vqsearch reads versions "
                             f"{', '.join(KNOWN_SCHEMAS)}: use the vqsearch that wrote it, or another --db")
-    missing = {"frame", "x", "y", "width", "height"} - columns
+    missing = set(Observation.__table__.columns.keys()) - columns
     if missing:
         raise VQSearchError(f"{path} is damaged (observations lack {', '.join(sorted(missing))}): {recover}")
 
@@ -418,15 +418,14 @@ class Store:
         """A track's stored visual token (unit norm)."""
         return self.vectors().visual.reconstruct(int(track_id)).astype(np.float32)
 
-    def shot_bounds(self, video_id: int, frame: int) -> tuple[int, int]:
+    def shot_bounds(self, video: Video, frame: int) -> tuple[int, int]:
         """(first, last) frame that may belong to the shot holding `frame`, cut to the sampled frames
         around the cuts: a cut between sampled frames b and a allows frames b+1 .. a-1 either way."""
         with Session(self.engine) as session:
-            cuts = session.scalars(select(ShotCut).where(ShotCut.video_id == video_id)).all()
-            video = session.get(Video, video_id)
-            first = max((c.before + 1 for c in cuts if c.after <= frame), default=0)
-            last = min((c.after - 1 for c in cuts if c.before >= frame), default=video.frames - 1)
-            return first, last
+            cuts = session.scalars(select(ShotCut).where(ShotCut.video_id == video.id)).all()
+        first = max((c.before + 1 for c in cuts if c.after <= frame), default=0)
+        last = min((c.after - 1 for c in cuts if c.before >= frame), default=video.frames - 1)
+        return first, last
 
     def track_ids(self, video: Video | None = None, started_by: int | None = None) -> list[int]:
         """Ids of the tracks of one video (or all), optionally only those starting by a frame."""

@@ -121,10 +121,15 @@ class LabelSpaceQueries:
         return classes[head] if head is not None else []
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        plain = self.text.encode(texts)
+        out = np.zeros((len(texts), self.dim), np.float32)
+        plain = []
         for row, query in enumerate(texts):
             below = self.classes(query)
             if below:
                 mean = self.labels[below].mean(0)
-                plain[row] = mean / max(float(np.linalg.norm(mean)), 1e-8)
-        return plain.astype(np.float32)
+                out[row] = mean / max(float(np.linalg.norm(mean)), 1e-8)
+            else:
+                plain.append(row)
+        if plain:  # only these need the text encoder
+            out[plain] = self.text.encode([texts[row] for row in plain])
+        return out

@@ -28,19 +28,17 @@ def wordnet_dir() -> Path | None:
 
 
 class Nouns:
-    """Noun synsets (by offset), their hypernyms, and the synsets of each lemma."""
+    """Noun synsets' hypernyms (by offset), the synsets of each lemma, irregular plurals."""
 
     def __init__(self, root: Path) -> None:
         self.hypernyms: dict[int, tuple[int, ...]] = {}
-        self.lemmas: dict[int, tuple[str, ...]] = {}
         with open(root / "data.noun", encoding="utf-8") as handle:
             for line in handle:
                 if line.startswith("  "):
                     continue  # licence header
                 fields = line.split(" | ", 1)[0].split()
                 offset, count = int(fields[0]), int(fields[3], 16)
-                self.lemmas[offset] = tuple(w.lower() for w in fields[4:4 + 2 * count:2])
-                at = 4 + 2 * count
+                at = 4 + 2 * count  # after the synset's words: its pointers
                 pointers = fields[at + 1:at + 1 + 4 * int(fields[at])]
                 self.hypernyms[offset] = tuple(int(pointers[i + 1]) for i in range(0, len(pointers), 4)
                                                if pointers[i] in ("@", "@i"))
@@ -68,7 +66,6 @@ class Nouns:
                     seen.add(parent)
                     todo.append(parent)
         return seen
-
 
     def vocabulary(self, classes: list[int]) -> dict[str, list[int]]:
         """Every noun lemma with the indices of the `classes` (synset offsets) at or below it."""
