@@ -1,5 +1,8 @@
 """Video in, track tokens out: decode -> backbone -> region encoder -> in-frame merge -> tracks.
 
+Each region observation also gets its text token (projected or pooled per region), its colour
+histogram (`vqsearch.colours`) and, on the frames a model's detector sees (`detect_fps`, run
+in the decoding thread beside the backbone), its detection evidence; a track keeps their means.
 Tracks end at shot cuts (`indexer.shots`); the cuts are kept so answers never cross them either.
 """
 
@@ -16,9 +19,11 @@ import torch
 
 from indexer.shots import FrameLook, is_cut
 from indexer.video import VideoInfo, sample_indices, stream
+from vqsearch.colours import DIM, region_colours
 from vqsearch.merge import Track, TrackBuilder, merge_in_frame, unit
 from vqsearch.models.base import SearchModel
-from vqsearch.regions import grid_points, mask_boxes
+from vqsearch.models.detector import Detection, Detector, region_labels, with_labels
+from vqsearch.regions import grid_points, half_max_masks, mask_boxes
 
 T = TypeVar("T")
 
@@ -35,28 +40,60 @@ class IndexedVideo:
     tracks: list[Track]
     visual: np.ndarray          # [T, D] unit-norm track tokens
     text: np.ndarray | None     # [T, T_dim] unit-norm text-aligned track tokens
+    colour: np.ndarray          # [T, 11] colour-term histograms of the tracks
     seconds: float
     cuts: list[tuple[int, int]] = field(default_factory=list)  # (last frame before, first after) a shot cut
 
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Run an iterator in a background thread so decoding overlaps the backbone."""
+    """Run an iterator in a background thread so decoding overlaps the backbone.
+
+    When the consumer stops early (an error, Ctrl-C), the worker is stopped and joined before this
+    returns: a thread killed inside native code (decoder, detector) at exit aborts the process.
+    """
     slots: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
     done = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def worker() -> None:
         try:
             for item in items:
-                slots.put(item)
+                if not put(item):
+                    return
         except BaseException as error:  # re-raised in the consumer
-            slots.put(error)
-        slots.put(done)
+            put(error)
+        put(done)
 
-    threading.Thread(target=worker, daemon=True).start()
-    while (item := slots.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        while (item := slots.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def detect(chunks: Iterator[tuple[list[int], np.ndarray]], detector: Detector | None, every: int
+           ) -> Iterator[tuple[list[int], np.ndarray, list[list[Detection] | None]]]:
+    """Add each chunk's detections: on every `every`-th sampled frame, None on the others."""
+    seen = 0
+    for chunk, frames in chunks:
+        found = [detector(frames[b]) if detector is not None and (seen + b) % every == 0 else None
+                 for b in range(len(chunk))]
+        seen += len(chunk)
+        yield chunk, frames, found
 
 
 def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8, progress=None) -> IndexedVideo:
@@ -80,6 +117,7 @@ def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8,
 def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, progress) -> IndexedVideo:
     start = time.perf_counter()
     config, backbone, encoder = model.config, model.backbone, model.region_encoder
+    detector = model.detector if model.has_text else None
     indices = sample_indices(info.frames, info.fps, fps)
     size = backbone.input_size(info.height, info.width)
     points = grid_points(*size, backbone.stride, config.prompt_stride)
@@ -91,7 +129,8 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
     patch_tokens = region_tokens = 0
     cuts: list[tuple[int, int]] = []
     previous: tuple[int, FrameLook] | None = None
-    for chunk, frames in prefetch(stream(info, indices, size, batch)):
+    every = max(1, round(fps / config.detect_fps))
+    for chunk, frames, detections in prefetch(detect(stream(info, indices, size, batch), detector, every)):
         if pooling is not None:
             features, contexts = backbone.features_with_context(frames)
         else:
@@ -111,18 +150,25 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
                                      config.merge_mask_iou, config.min_group)
             if pooling is not None:
                 regions.text = pooling(contexts[b], regions.masks)
+            elif model.has_text:
+                with torch.inference_mode():
+                    regions.text = encoder.project_text(torch.from_numpy(regions.tokens).to(device)).float().cpu().numpy()
+            inside = half_max_masks(regions.masks)
+            regions.colours = region_colours(frames[b], inside)
+            if detections[b] is not None:
+                regions.labels = region_labels(detections[b], inside)
             region_tokens += len(regions.tokens)
-            builder.add_frame(frame, regions, mask_boxes(regions.masks, (info.height, info.width)), cut)
+            builder.add_frame(frame, regions, mask_boxes(inside, (info.height, info.width)), cut)
         if progress:
             progress(len(chunk))
     tracks = [t for t in builder.tracks if len(t.frames) >= config.min_track_frames]
     track_tokens = np.stack([t.token for t in tracks]).astype(np.float32) if tracks else np.zeros((0, backbone.dim), np.float32)
+    colour = np.stack([t.colour for t in tracks]).astype(np.float32) if tracks else np.zeros((0, DIM), np.float32)
     text = None
-    if model.has_text and len(tracks) and pooling is not None:
+    if model.has_text and len(tracks):
         text = unit(np.stack([t.text_token for t in tracks])).astype(np.float32)
-    elif model.has_text and len(tracks):
-        with torch.inference_mode():
-            text = encoder.project_text(torch.from_numpy(track_tokens).to(device)).float().cpu().numpy()
-        text = unit(text).astype(np.float32)
+        if detector is not None:
+            evidence = np.stack([t.label_evidence(len(detector.labels)) for t in tracks])
+            text = with_labels(text, evidence, detector.embeddings)
     return IndexedVideo(info, fps, len(indices), patch_tokens, region_tokens, tracks, unit(track_tokens),
-                        text, time.perf_counter() - start, cuts)
+                        text, colour, time.perf_counter() - start, cuts)

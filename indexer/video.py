@@ -111,13 +111,23 @@ def stream(info: VideoInfo, indices: list[int], size_hw: tuple[int, int], batch:
     """Yield (frame indices, uint8 frames [B, H, W, 3] at `size_hw`) for the sampled indices."""
     import decord
 
-    reader = decord.VideoReader(str(info.path), width=size_hw[1], height=size_hw[0], num_threads=1)
+    def open_reader():
+        return decord.VideoReader(str(info.path), width=size_hw[1], height=size_hw[0], num_threads=1)
+
+    reader = open_reader()
     for start in range(0, len(indices), batch):
         chunk = indices[start : start + batch]
         try:
             frames = reader.get_batch(chunk).asnumpy()
         except (decord.DECORDError, RuntimeError) as error:
-            raise VQSearchError(
-                f"cannot decode {info.path} near frame {chunk[0]} (truncated or corrupt?): {_reason(error)}"
-            ) from None
+            if not info.partial:
+                raise VQSearchError(f"cannot decode {info.path} near frame {chunk[0]} (truncated or corrupt?): "
+                                    f"{_reason(error)}") from None
+            # decord decodes ahead in its own thread: past the end of a cut-short file that fails,
+            # and the next read reports it even though the frames it asks for decode
+            reader = open_reader()
+            try:
+                frames = reader.get_batch(chunk).asnumpy()
+            except (decord.DECORDError, RuntimeError) as again:
+                raise VQSearchError(f"cannot decode {info.path} near frame {chunk[0]}: {_reason(again)}") from None
         yield chunk, frames

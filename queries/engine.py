@@ -5,7 +5,10 @@ textual similarities. A track is an occurrence of the queried object when its sc
 model's calibrated threshold for that kind of query AND stands out from the query's background:
 at least `margin` robust standard deviations (1.4826 x median absolute deviation) above the
 median score of the query over the searched tracks. Neither depends on the best match, so the
-crop's own source does not outshine a later, weaker sighting. The answer to "where did I last
+crop's own source does not outshine a later, weaker sighting. Colour words in a text query
+("my red mug") weigh the score by the evidence that the track is of those colours
+(`vqsearch.colours.colour_evidence`): a track of that colour keeps its score, one without it
+keeps half (coarse regions blur colours: a blue dress measured 10-15 % blue). The answer to "where did I last
 see it" is the occurrence that ends last (videos ordered by recording time).
 """
 
@@ -17,11 +20,14 @@ from typing import Callable, Optional
 import numpy as np
 
 from queries.hits import Answer, Hit
+from vqsearch.colours import colour_evidence
 from vqsearch.errors import VQSearchError
 from vqsearch.models.base import SearchModel
 from vqsearch.store import Store
 
 CANDIDATES = 4096  # nearest tracks fetched per modality before scoring
+COLOUR_FLOOR = 0.5  # a track without the asked colour(s) keeps this much of its score: 32 px regions blur colours
+CONTEXT_TRACKS = 512  # tracks weighed by what is seen with them, and context tracks looked at
 
 # (engine, encoded queries, last occurrence, video restriction) -> the occurrence, relocated
 Relocate = Callable[["QueryEngine", dict, Hit, Optional[Path]], Optional[Hit]]
@@ -64,10 +70,23 @@ class QueryEngine:
         token = backbone.features(resized[None])[0].mean(axis=(1, 2))
         return (token / max(np.linalg.norm(token), 1e-8)).astype(np.float32)
 
-    def encode_text(self, text: str) -> np.ndarray:
+    def encode_text(self, text: str) -> dict[str, np.ndarray]:
+        """{"text": the text token, "colour": the colour-term vector when the query names colours,
+        "context": the token of what the query says is around its object, when the text encoder
+        parses phrases (`LabelSpaceQueries.context`)}."""
+        from vqsearch.colours import colour_query, colour_words
+
         if self.model.text_encoder is None:
             raise VQSearchError(f"model {self.model.name!r} has no text side: query with --crop")
-        return self.model.text_encoder.encode([text])[0].astype(np.float32)
+        encoder = self.model.text_encoder
+        encoded = {"text": encoder.encode([text])[0].astype(np.float32)}
+        terms, _ = colour_words(text)
+        if terms:
+            encoded["colour"] = colour_query(terms)
+        context = encoder.context(text) if hasattr(encoder, "context") else None
+        if context is not None:
+            encoded["context"] = context
+        return encoded
 
     def search(self, text: str | None = None, crop: Path | None = None, video: Path | None = None,
                top_k: int = 5, relocate: Relocate | None = None) -> Answer:
@@ -87,10 +106,10 @@ class QueryEngine:
         return Answer(text, str(crop) if crop is not None else None, last, results)
 
     def encode_queries(self, text: str | None, crop: Path | None) -> dict[str, np.ndarray]:
-        """{"text": .., "visual": ..} query tokens for what was given."""
+        """{"text": .., "colour": .., "visual": ..} query vectors for what was given."""
         queries = {}
         if text is not None:
-            queries["text"] = self.encode_text(text.strip())
+            queries.update(self.encode_text(text.strip()))
         if crop is not None:
             queries["visual"] = self.encode_crop(load_crop(crop))
         return queries
@@ -103,13 +122,15 @@ class QueryEngine:
         """
         scores = self._scores(queries, self._selector(video, until_frame))
         ranked = sorted(scores, key=scores.get, reverse=True)
-        kept = self.occurrences(scores, set(queries))
-        rows = self.store.tracks(ranked[:top_k] + kept)
-        def seen_until(i: int) -> int:
-            return rows[i].end_frame if until_frame is None else min(rows[i].end_frame, until_frame)
+        kept = self.occurrences(scores, set(queries) & {"text", "visual"})
+        spans = self.store.spans(kept)  # lean rows: (video, start, end) for every occurrence
+        recorded = self.store.recording_times({video for video, _, _ in spans.values()})
 
-        last = max(kept, key=lambda i: (rows[i].video.recorded_at, rows[i].video.id, seen_until(i), scores[i]),
-                   default=None)
+        def seen_until(i: int) -> int:
+            return spans[i][2] if until_frame is None else min(spans[i][2], until_frame)
+
+        last = max(kept, key=lambda i: (recorded[spans[i][0]], spans[i][0], seen_until(i), scores[i]), default=None)
+        rows = self.store.tracks(ranked[:top_k] + ([last] if last is not None else []))  # boxes: only these
         return (Hit.from_track(rows[last], scores[last], until_frame) if last is not None else None,
                 [Hit.from_track(rows[i], scores[i], until_frame) for i in ranked[:top_k]])
 
@@ -148,6 +169,8 @@ class QueryEngine:
         if vectors is None:
             return {}
         indexes = {"visual": vectors.visual, "text": vectors.text}
+        colour, context = queries.get("colour"), queries.get("context")
+        queries = {kind: query for kind, query in queries.items() if kind in indexes}
         if "text" in queries and vectors.text is None:
             raise VQSearchError("this index has no text-aligned tokens: query with --crop")
         params, limit = selector if selector else (None, vectors.visual.ntotal)
@@ -166,4 +189,32 @@ class QueryEngine:
                 found = {**found, **dict(zip(missing.tolist(), (indexes[kind].reconstruct_batch(missing) @ query).tolist()))}
             for i in candidates:
                 scores[i] *= max(found[i], 0.0)
+        if colour is not None and vectors.colour is not None and candidates:
+            ids = np.fromiter(candidates, dtype=np.int64)
+            weights = COLOUR_FLOOR + (1 - COLOUR_FLOOR) * colour_evidence(vectors.colour.reconstruct_batch(ids), colour)
+            for i, weight in zip(ids.tolist(), weights.tolist()):
+                scores[i] *= weight
+        if context is not None and candidates:
+            self._weigh_by_context(scores, context, vectors.text, params)
         return scores
+
+    def _weigh_by_context(self, scores: dict[int, float], context: np.ndarray, text_index, params) -> None:
+        """Weigh each of the best CONTEXT_TRACKS tracks by its best context match c among the other
+        tracks of its video seen at the same time, by (1 + c) / (1 + the best c): the track seen
+        with the most context keeps its score (the thresholds stay as calibrated); the rest,
+        ranked below them anyway, as if nothing matched."""
+        best = sorted(scores, key=scores.get, reverse=True)[:CONTEXT_TRACKS]
+        k = min(CONTEXT_TRACKS, text_index.ntotal)
+        sims, ids = text_index.search(context[None], k, params=params)
+        near_ids, near_sims = ids[0][ids[0] >= 0], sims[0][ids[0] >= 0].clip(0, None)
+        spans = self.store.spans(best + near_ids.tolist())
+        own = np.array([spans[i] for i in best], dtype=np.int64).reshape(-1, 3)
+        near = np.array([spans[i] for i in near_ids.tolist()], dtype=np.int64).reshape(-1, 3)
+        together = ((own[:, None, 0] == near[None, :, 0]) & (near[None, :, 1] <= own[:, None, 2])
+                    & (near[None, :, 2] >= own[:, None, 1]) & (np.array(best)[:, None] != near_ids[None, :]))
+        found = np.where(together, near_sims[None, :], 0.0).max(1, initial=0.0)
+        top = 1.0 + float(found.max(initial=0.0))
+        for i in scores:
+            scores[i] /= top
+        for i, c in zip(best, found.tolist()):
+            scores[i] *= 1.0 + c

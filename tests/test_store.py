@@ -9,7 +9,7 @@ import pytest
 from indexer.pipeline import IndexedVideo
 from indexer.video import VideoInfo
 from vqsearch.errors import VQSearchError
-from vqsearch.merge import Track
+from vqsearch.merge import FrameRegions, Track
 from vqsearch.store import Store
 
 
@@ -20,12 +20,14 @@ def _indexed(path: Path, tracks: int, seed: int, text: bool = True) -> IndexedVi
     made = []
     for i in range(tracks):
         track = Track(np.zeros(8, np.float32))
+        regions = FrameRegions(visual[i:i + 1], np.ones((1, 2, 2), np.float32), np.zeros((1, 2), np.float32))
         for frame in (i, i + 6):
-            track.add(frame, visual[i], np.array([10.0 * i, 5.0, 20.0, 30.0]), np.zeros(2))
+            track.add(frame, regions, 0, np.array([10.0 * i, 5.0, 20.0, 30.0]))
         made.append(track)
     text_vectors = visual[:, :4] / np.linalg.norm(visual[:, :4], axis=1, keepdims=True) if text else None
     info = VideoInfo(path, 100, 25.0, 64, 48)
-    return IndexedVideo(info, 5.0, 20, 20 * 12, tracks * 3, made, visual, text_vectors, 0.1)
+    colours = np.tile(rng.dirichlet(np.ones(11), size=tracks), 2).astype(np.float32)
+    return IndexedVideo(info, 5.0, 20, 20 * 12, tracks * 3, made, visual, text_vectors, colours, 0.1)
 
 
 @pytest.fixture
@@ -61,7 +63,7 @@ def test_add_reindex_remove(tmp_path, video_files):
     assert again.track_ids(started_by=2) == sorted(ids)[:3]
     _, found = again.vectors().visual.search(np.ones((1, 8), np.float32), 10)
     assert set(found[0][found[0] >= 0].tolist()) == ids
-    assert sorted(p.name for p in (tmp_path / "db").glob("*.faiss")) == ["text-4.faiss", "visual-4.faiss"]
+    assert sorted(p.name for p in (tmp_path / "db").glob("*.faiss")) == ["colour-4.faiss", "text-4.faiss", "visual-4.faiss"]
 
 
 def test_one_model_per_index(tmp_path, video_files):
@@ -93,7 +95,7 @@ def test_failed_write_leaves_previous_index_whole(tmp_path, video_files, monkeyp
     monkeypatch.setattr(faiss, "write_index", real_write)
     assert _state(Store.open(tmp_path / "db")) == before
     assert sorted(p.name for p in (tmp_path / "db").iterdir() if "faiss" in p.name) == [
-        "text-1.faiss", "visual-1.faiss"]
+        "colour-1.faiss", "text-1.faiss", "visual-1.faiss"]
 
 
 def test_missing_index_is_a_clear_error(tmp_path):

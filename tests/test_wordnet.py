@@ -17,8 +17,8 @@ def nouns() -> Nouns:
 
 
 def test_lemmas_and_head_nouns():
-    known = {"cup", "coffee_mug", "mouse", "box", "dog"}
-    exceptions = {"mice": "mouse"}
+    known = {"cup", "coffee_mug", "mouse", "box", "dog", "woman", "child", "bed", "top", "surfer", "kite", "hat"}
+    exceptions = {"mice": "mouse", "children": "child"}
     assert lemmatize("cups", known, exceptions) == "cup"
     assert lemmatize("boxes", known, exceptions) == "box"
     assert lemmatize("mice", known, exceptions) == "mouse"
@@ -27,6 +27,12 @@ def test_lemmas_and_head_nouns():
     assert head_noun("red plastic cups", known, exceptions) == "cup"
     assert head_noun("my blue coffee mug", known, exceptions) == "coffee_mug"
     assert head_noun("steel kettle", known, exceptions) is None
+    # the phrase is cut before what modifies the head: prepositions, conjunctions, -ing clauses
+    assert head_noun("woman in an orange top", known, exceptions) == "woman"
+    assert head_noun("children jumping on a bed", known, exceptions) == "child"
+    assert head_noun("woman wearing a hat", known, exceptions) == "woman"
+    assert head_noun("kite surfer", known, exceptions) == "surfer"
+    assert head_noun("a photo of a dog", known, exceptions) == "dog"  # no head before "of": the whole query
 
 
 def test_imagenet_classes_gather_under_general_words(nouns):
@@ -39,17 +45,35 @@ def test_imagenet_classes_gather_under_general_words(nouns):
     assert "tabby" not in dogs
     assert len(table["vehicle"]) > 50 and len(table["bird"]) > 50
     assert [labels[i] for i in table["coffee_mug"]] == ["coffee mug"]
-    assert "kettle" not in table  # no ImageNet class below it: such queries stay plain
+    # no class below "kettle": the nearest hypernym with some (pot) stands in
+    assert {labels[i] for i in table["kettle"]} == {"caldron", "coffeepot", "teapot"}
+    assert "blorf" not in table  # not a noun: such queries stay plain
+
+
+def test_coco_labels_join_the_hierarchy(nouns):
+    from vqsearch.models.conse import label_names, label_synsets
+
+    table = nouns.vocabulary(label_synsets())
+    names = label_names()
+    person = names.index("person", 1000)
+    for word in ("person", "woman", "man", "child", "dancer", "hiker", "surfer", "rider", "skater"):
+        assert person in table[word] and len(table[word]) <= 4, word  # COCO's person (ImageNet: groom, diver..)
+    assert names.index("dog", 1000) in table["dog"] and len(table["dog"]) > 100
+    assert {names[i] for i in table["cup"]} >= {"cup"}
 
 
 def test_queries_are_embedded_in_label_space(nouns):
-    from vqsearch.models.conse import LabelSpaceQueries, imagenet_synsets
+    from vqsearch.models.conse import LabelSpaceQueries, label_synsets
     from vqsearch.models.minilm import MiniLMTextEncoder
 
     queries = LabelSpaceQueries(MiniLMTextEncoder())
-    dog, plain = queries.encode(["dog", "kettle"])
-    below = nouns.vocabulary(imagenet_synsets())["dog"]
-    mean = queries.labels[below].mean(0)
-    assert np.allclose(dog, mean / np.linalg.norm(mean), atol=1e-6)
-    assert np.allclose(plain, queries.text.encode(["kettle"])[0], atol=1e-6)
+    dog, plain = queries.encode(["dog", "blorf"])
+    below = nouns.vocabulary(label_synsets())["dog"]
+    breeds, coco = queries.labels[[i for i in below if i < 1000]].mean(0), queries.labels[[i for i in below if i >= 1000]].mean(0)
+    head = breeds / np.linalg.norm(breeds) + coco / np.linalg.norm(coco)  # the two label sources alike
+    w = queries.HEAD_WEIGHT
+    mixed = w * head / np.linalg.norm(head) + (1 - w) * queries.text.encode(["dog"])[0]
+    assert np.allclose(dog, mixed / np.linalg.norm(mixed), atol=1e-5)
+    assert np.allclose(plain, queries.text.encode(["blorf"])[0], atol=1e-6)
     assert queries.classes("two small dogs") == below
+    assert queries.context("dog") is None and queries.context("kite surfer") is not None

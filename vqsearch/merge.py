@@ -13,14 +13,17 @@ from scipy.sparse.csgraph import connected_components
 class FrameRegions:
     """A frame's merged regions: tokens [M, D], masks [M, h, w], prompt points [M, 2] (y, x).
 
-    `text` [M, T]: text-aligned tokens of the merged regions, when the model makes them per frame
-    from masks (REN's region pooling) rather than by projecting track tokens.
+    Filled in after the merge: `text` [M, T] text-aligned tokens (projected or pooled per region),
+    `colours` [M, 11] colour-term histograms (`vqsearch.colours`), and on frames the detector saw,
+    `labels` [M, L] each region's evidence for each detector label.
     """
 
     tokens: np.ndarray
     masks: np.ndarray
     points: np.ndarray
     text: np.ndarray | None = None
+    colours: np.ndarray | None = None
+    labels: np.ndarray | None = None
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -63,13 +66,18 @@ def merge_in_frame(tokens: np.ndarray, masks: np.ndarray, points: np.ndarray, co
 
 @dataclass
 class Track:
-    """A region followed through sampled frames; its token is the running mean of its members."""
+    """A region followed through sampled frames. Its tokens are the means over its observations,
+    so a few frames where the object is seen well still weigh in; its label evidence is the mean
+    over the frames the detector saw (zero where the detector saw no such object)."""
 
     token_sum: np.ndarray
     frames: list[int] = field(default_factory=list)
     boxes: list[np.ndarray] = field(default_factory=list)
     points: list[np.ndarray] = field(default_factory=list)
-    text_sum: np.ndarray | None = None  # per-frame text tokens summed, when the regions have them
+    text_sum: np.ndarray | None = None
+    colour_sum: np.ndarray | None = None
+    label_sum: np.ndarray | None = None
+    labelled_frames: int = 0
 
     @property
     def token(self) -> np.ndarray:
@@ -79,14 +87,26 @@ class Track:
     def text_token(self) -> np.ndarray | None:
         return None if self.text_sum is None else self.text_sum / len(self.frames)
 
-    def add(self, frame: int, token: np.ndarray, box: np.ndarray, point: np.ndarray,
-            text: np.ndarray | None = None) -> None:
-        self.token_sum = self.token_sum + token
-        if text is not None:
-            self.text_sum = text if self.text_sum is None else self.text_sum + text
+    @property
+    def colour(self) -> np.ndarray | None:
+        return None if self.colour_sum is None else self.colour_sum / len(self.frames)
+
+    def label_evidence(self, labels: int) -> np.ndarray:
+        if self.label_sum is None:
+            return np.zeros(labels, np.float32)
+        return self.label_sum / self.labelled_frames
+
+    def add(self, frame: int, regions: FrameRegions, r: int, box: np.ndarray) -> None:
+        """Add region `r` of a frame's regions, seen at `box`."""
+        self.token_sum = self.token_sum + regions.tokens[r]
+        for name, values in (("text_sum", regions.text), ("colour_sum", regions.colours), ("label_sum", regions.labels)):
+            if values is not None:
+                total = getattr(self, name)
+                setattr(self, name, values[r].copy() if total is None else total + values[r])
+        self.labelled_frames += regions.labels is not None
         self.frames.append(frame)
         self.boxes.append(box)
-        self.points.append(point)
+        self.points.append(regions.points[r])
 
 
 class TrackBuilder:
@@ -123,7 +143,6 @@ class TrackBuilder:
             if r not in matched:
                 self.tracks.append(Track(np.zeros_like(regions.tokens[r])))
                 matched[r] = len(self.tracks) - 1
-            text = None if regions.text is None else regions.text[r]
-            self.tracks[matched[r]].add(frame, regions.tokens[r], boxes[r], regions.points[r], text)
+            self.tracks[matched[r]].add(frame, regions, r, boxes[r])
             active.append(matched[r])
         self._active = active

@@ -94,20 +94,24 @@ class AffinityRegionEncoder(RegionEncoder):
         return torch.from_numpy(self.text_projection(tokens.detach().cpu().numpy()))
 
 
-def mask_boxes(masks: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
-    """Boxes [M, 4] as (x, y, w, h) in original-frame pixels of masks [M, h, w] binarised at half max.
+def half_max_masks(masks: np.ndarray) -> np.ndarray:
+    """Soft masks [M, h, w] -> binary masks [M, 4h, 4w]: upsampled 4x bilinearly, then kept at half
+    their peak, so a region's edge can fall inside a coarse cell (its box, colour and detections)."""
+    m = masks.shape[0]
+    if m == 0:
+        return np.zeros((0, 4 * masks.shape[1], 4 * masks.shape[2]), bool)
+    up = F.interpolate(torch.from_numpy(np.ascontiguousarray(masks, np.float32)).unsqueeze(1), scale_factor=4,
+                       mode="bilinear", align_corners=False)[:, 0].numpy()
+    return up >= 0.5 * up.reshape(m, -1).max(1).clip(1e-8)[:, None, None]
 
-    The feature grid covers the whole (resized) frame. Masks are upsampled 4x bilinearly first,
-    so a box edge can fall inside a coarse cell.
-    """
-    m, h, w = masks.shape
-    up = F.interpolate(torch.from_numpy(masks).float().unsqueeze(1), scale_factor=4, mode="bilinear",
-                       align_corners=False)[:, 0].numpy()
-    peak = up.reshape(m, -1).max(1).clip(1e-8)
-    sy, sx = frame_hw[0] / (4 * h), frame_hw[1] / (4 * w)
+
+def mask_boxes(inside: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """Boxes [M, 4] as (x, y, w, h) in original-frame pixels of binary masks [M, H, W] covering the frame."""
+    m, h, w = inside.shape
+    sy, sx = frame_hw[0] / h, frame_hw[1] / w
     boxes = np.zeros((m, 4), dtype=np.float32)
     for i in range(m):
-        ys, xs = np.nonzero(up[i] >= 0.5 * peak[i])
+        ys, xs = np.nonzero(inside[i])
         x0, y0, x1, y1 = xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy
         boxes[i] = (x0, y0, x1 - x0, y1 - y0)
     return boxes

@@ -4,6 +4,7 @@ Layout of a database directory:
   index.sqlite             videos, tracks, observations, meta (model, generation)
   visual-<gen>.faiss       unit visual track tokens, inner product, ID map -> tracks.id
   text-<gen>.faiss         unit text-aligned track tokens (models with a text side)
+  colour-<gen>.faiss       colour-term histograms of the tracks (schema 3 on)
 Every write builds the next generation's FAISS files beside the current ones, then commits the
 SQLite transaction that switches `generation` to them: a crash at any point leaves either the
 old or the new index whole. Writers hold an exclusive lock on the directory.
@@ -27,7 +28,7 @@ from vqsearch.errors import VQSearchError
 if TYPE_CHECKING:
     from indexer.pipeline import IndexedVideo
 
-SCHEMA_VERSION = "2"  # 2: shot cuts per video (a schema 1 index reads as one without cuts)
+SCHEMA_VERSION = "3"  # 2: shot cuts per video; 3: track colours (older indexes read without them)
 
 
 class Base(DeclarativeBase):
@@ -102,7 +103,7 @@ class Observation(Base):
     height: Mapped[float] = mapped_column(Float)
 
 
-KNOWN_SCHEMAS = ("1", "2")
+KNOWN_SCHEMAS = ("1", "2", "3")
 _TABLES = {"meta", "videos", "tracks", "observations"}
 
 
@@ -149,12 +150,20 @@ def _new_index(dim: int):
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
+KINDS = ("visual", "text", "colour")
+
+
 @dataclass
 class Vectors:
-    """The FAISS indexes of one generation (text is None for models without a text side)."""
+    """The FAISS indexes of one generation (text is None for models without a text side, colour
+    for indexes written before schema 3)."""
 
     visual: object
-    text: object | None
+    text: object | None = None
+    colour: object | None = None
+
+    def present(self) -> dict[str, object]:
+        return {kind: index for kind in KINDS if (index := getattr(self, kind)) is not None}
 
 
 class Store:
@@ -245,9 +254,9 @@ class Store:
             if generation == 0:
                 return None
             visual = self._read_index(self._faiss_path("visual", generation))
-            text_path = self._faiss_path("text", generation)
-            text = self._read_index(text_path) if text_path.exists() else None
-            self._vectors = Vectors(visual, text)
+            optional = {kind: self._read_index(path) for kind in KINDS[1:]
+                        if (path := self._faiss_path(kind, generation)).exists()}
+            self._vectors = Vectors(visual, **optional)
         return self._vectors
 
     def _read_index(self, path: Path):
@@ -265,18 +274,21 @@ class Store:
 
     def search_vectors(self) -> Vectors | None:
         """The current vectors for searching: copied to a GPU when `device` asks for one and
-        faiss-gpu is installed and sees a GPU; else the CPU indexes. Writes always use the CPU."""
+        faiss-gpu is installed and sees a GPU; else the CPU indexes. Writes always use the CPU.
+
+        CPU searches run on one thread: a query is one vector, and FAISS's OpenMP threads only
+        spin (9 ms for 300 tracks when another process held the second core)."""
         import faiss
 
+        faiss.omp_set_num_threads(1)
         vectors = self.vectors()
         wants_gpu = self.device != "cpu" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         if vectors is None or not wants_gpu:
             return vectors
         if self._gpu_vectors is None:
             resources = faiss.StandardGpuResources()
-            self._gpu_vectors = Vectors(
-                faiss.index_cpu_to_gpu(resources, 0, vectors.visual),
-                None if vectors.text is None else faiss.index_cpu_to_gpu(resources, 0, vectors.text))
+            self._gpu_vectors = Vectors(**{kind: faiss.index_cpu_to_gpu(resources, 0, index)
+                                           for kind, index in vectors.present().items()})
         return self._gpu_vectors
 
     # --- writes -------------------------------------------------------------------------------
@@ -297,9 +309,7 @@ class Store:
         new = old + 1
         written = []
         try:
-            for kind, index in (("visual", vectors.visual), ("text", vectors.text)):
-                if index is None:
-                    continue
+            for kind, index in vectors.present().items():
                 path = self._faiss_path(kind, new)
                 tmp = path.with_suffix(".tmp")
                 faiss.write_index(index, str(tmp))
@@ -320,18 +330,27 @@ class Store:
     def _sweep(self, keep: int) -> None:
         """Delete FAISS files of other generations (left by earlier writes or a crash)."""
         for path in self.root.glob("*.faiss*"):
-            if path.name not in {f"visual-{keep}.faiss", f"text-{keep}.faiss"}:
+            if path.name not in {f"{kind}-{keep}.faiss" for kind in KINDS}:
                 path.unlink(missing_ok=True)
 
-    def _working_vectors(self, dim_visual: int, dim_text: int | None) -> Vectors:
-        """Copies of the current indexes (or empty ones) that a write may change freely."""
+    def _working_vectors(self, session: Session, dims: dict[str, int]) -> Vectors:
+        """Copies of the current indexes (or new ones of `dims`) that a write may change freely.
+
+        An index written before colours gets a colour index whose older tracks have the uniform
+        histogram (colour unknown: no colour word favours or rules them out)."""
         import faiss
+
+        from vqsearch.colours import DIM, TERMS
 
         current = self.vectors()
         if current is None:
-            return Vectors(_new_index(dim_visual), _new_index(dim_text) if dim_text else None)
-        return Vectors(faiss.clone_index(current.visual),
-                       faiss.clone_index(current.text) if current.text is not None else None)
+            return Vectors(**{kind: _new_index(dim) for kind, dim in dims.items()})
+        copies = Vectors(**{kind: faiss.clone_index(index) for kind, index in current.present().items()})
+        if copies.colour is None and "colour" in dims:
+            ids = np.asarray(self._track_ids(session, None), dtype=np.int64)
+            copies.colour = _new_index(DIM)
+            copies.colour.add_with_ids(np.full((len(ids), DIM), 1 / len(TERMS), np.float32), ids)
+        return copies
 
     def add_video(self, model_name: str, given_path: str, result: IndexedVideo) -> None:
         """Store one indexed video, replacing an earlier index of the same file, atomically."""
@@ -340,8 +359,10 @@ class Store:
             session.merge(Meta(key="model", value=model_name))
             session.merge(Meta(key="schema", value=SCHEMA_VERSION))
             self._vectors = None  # another process may have written since we read
-            vectors = self._working_vectors(result.visual.shape[1],
-                                            None if result.text is None else result.text.shape[1])
+            dims = {"visual": result.visual.shape[1], "colour": result.colour.shape[1]}
+            if result.text is not None:
+                dims["text"] = result.text.shape[1]
+            vectors = self._working_vectors(session, dims)
             info = result.info
             abs_path = str(info.path.resolve())
             previous = session.scalars(select(Video).where(Video.abs_path == abs_path)).first()
@@ -370,9 +391,8 @@ class Store:
             session.flush()
             ids = np.array([row.id for row in video.tracks], dtype=np.int64)
             if len(ids):
-                vectors.visual.add_with_ids(result.visual, ids)
-                if vectors.text is not None and result.text is not None:
-                    vectors.text.add_with_ids(result.text, ids)
+                for kind, index in vectors.present().items():
+                    index.add_with_ids(getattr(result, kind), ids)
             self._commit(session, vectors)
 
     def remove_video(self, path: Path) -> bool:
@@ -382,7 +402,7 @@ class Store:
             if video is None:
                 return False
             self._vectors = None
-            vectors = self._working_vectors(0, None)  # a stored video implies stored vectors
+            vectors = self._working_vectors(session, {})  # a stored video implies stored vectors
             self._remove_vectors(vectors, self._track_ids(session, video.id))
             session.delete(video)
             session.flush()
@@ -394,9 +414,8 @@ class Store:
         if not ids:
             return
         id_array = np.asarray(ids, dtype=np.int64)
-        vectors.visual.remove_ids(id_array)
-        if vectors.text is not None:
-            vectors.text.remove_ids(id_array)
+        for index in vectors.present().values():
+            index.remove_ids(id_array)
 
     # --- reads for queries --------------------------------------------------------------------
     def tracks(self, ids: list[int]) -> dict[int, TrackRow]:
@@ -409,6 +428,19 @@ class Store:
                 .options(selectinload(TrackRow.observations), selectinload(TrackRow.video))
             ).all()
             return {row.id: row for row in rows}
+
+    def spans(self, ids: list[int]) -> dict[int, tuple[int, int, int]]:
+        """{track id: (video id, start frame, end frame)}, read without building track objects."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(TrackRow.id, TrackRow.video_id, TrackRow.start_frame, TrackRow.end_frame)
+                                   .where(TrackRow.id.in_(ids)))
+            return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+    def recording_times(self, video_ids: set[int]) -> dict[int, float]:
+        """{video id: recording time}, the order of "last seen" across videos."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(Video.id, Video.recorded_at).where(Video.id.in_(video_ids)))
+            return {row[0]: row[1] for row in rows}
 
     def video(self, video_id: int) -> Video:
         with Session(self.engine, expire_on_commit=False) as session:

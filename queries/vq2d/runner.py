@@ -215,7 +215,7 @@ def run_vq2d(
                 if crop is not None:
                     vectors["visual"] = engine.encode_crop(crop)
             if text_ok and qs.object_title and qs.object_title.strip():
-                vectors["text"] = engine.encode_text(qs.object_title.strip())
+                vectors.update(engine.encode_text(qs.object_title.strip()))
             last = None
             if vectors:
                 last, ranked = engine.answer(vectors, top_k=1, until_frame=qs.query_frame)

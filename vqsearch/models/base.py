@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
+    from vqsearch.models.detector import Detector
     from vqsearch.regions import RegionEncoder
 
 
@@ -59,6 +60,7 @@ class ModelConfig:
     visual_margin: float = 0.0          # ... and this many robust standard deviations above the
     text_margin: float = 0.0            #     median score of the query over the searched tracks
     joint_margin: float = 0.0           #     (the background), per kind of query
+    detect_fps: float = 1.0             # frames a second the detector sees (models that have one)
     extra: dict = field(default_factory=dict)
 
 
@@ -66,18 +68,23 @@ class ModelConfig:
 class SearchModel:
     """Everything `index` and `query` need, built by name from the registry.
 
-    The region encoder is built on first use: `query` never needs it, and building it can cost
-    seconds (weights, label embeddings).
+    The region encoder and the detector are built on first use: `query` never needs them, and
+    building them can cost seconds (weights, label embeddings).
     """
 
     config: ModelConfig
     backbone: Backbone
     text_encoder: TextEncoder | None
     build_region_encoder: Callable[[], RegionEncoder]
+    build_detector: Callable[[], Detector] | None = None
 
     @cached_property
     def region_encoder(self) -> RegionEncoder:
         return self.build_region_encoder()
+
+    @cached_property
+    def detector(self) -> Detector | None:
+        return self.build_detector() if self.build_detector is not None else None
 
     @property
     def name(self) -> str:

@@ -1,11 +1,12 @@
 """ConSE (Norouzi et al., ICLR 2014): text-aligned region tokens from a classifier and a text encoder.
 
 A region's text token is the probability-weighted sum of the text embeddings of its top
-ImageNet labels, so a query like "coffee mug" lands near regions the classifier calls a mug.
+ImageNet labels, so a query like "coffee mug" lands near regions the classifier calls a mug;
+the COCO detector's labels join it (`vqsearch.models.detector`), so people have a label too.
 Queries meet those tokens in the same label space (`LabelSpaceQueries`): a query whose head noun
-is a WordNet ancestor of ImageNet classes ("dog" above 118 breeds, "vehicle" above 67 classes)
-is embedded as the mean of those classes' label embeddings, the sum a region of any of them
-would carry.
+is a WordNet ancestor of labels ("dog" above 118 breeds and COCO's dog, "woman" above COCO's
+person) is embedded mostly as the mean of those labels' embeddings, the sum a region of any of
+them would carry.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import numpy as np
 from vqsearch.models import onnx_cache
 from vqsearch.models.base import TextEncoder
 
-_LABELS_VERSION = "imagenet-raw-names-v1"
+_LABELS_VERSION = "imagenet-coco-names-v2"
+_VOCABULARY_VERSION = "above-climb-4-60"  # Nouns.vocabulary's rule
+IMAGENET_CLASSES = 1000  # the label space's first labels are the classifier's
 LABEL_SPACE = "all-MiniLM-L6-v2"  # the text encoder whose label embeddings make the tokens
 
 
@@ -29,12 +32,26 @@ def imagenet_labels() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
+def label_names() -> list[str]:
+    """The label space: ImageNet's 1000 class names (ConSE's classifier), then COCO's 80 (the detector)."""
+    from vqsearch.models.detector import CocoDetector
+
+    return imagenet_labels() + list(CocoDetector.labels)
+
+
+def label_synsets() -> list[int | None]:
+    """WordNet noun offsets of `label_names()`, in the same order (None: no synset)."""
+    from vqsearch.models.detector import COCO_CLASSES
+
+    return [*imagenet_synsets(), *(offset for _, offset in COCO_CLASSES)]
+
+
 def label_embeddings(text_encoder: TextEncoder, fingerprint: str) -> np.ndarray:
-    """Text embeddings of the 1000 ImageNet label names, computed once and cached."""
-    path = onnx_cache.cache_file("imagenet-labels", fingerprint + _LABELS_VERSION, ".npy")
+    """Text embeddings of the label names, computed once and cached."""
+    path = onnx_cache.cache_file("labels", fingerprint + _LABELS_VERSION, ".npy")
     if path.exists():
         return np.load(path)
-    embeddings = text_encoder.encode(imagenet_labels()).astype(np.float32)
+    embeddings = text_encoder.encode(label_names()).astype(np.float32)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, embeddings)
     tmp.replace(path)
@@ -72,14 +89,16 @@ def imagenet_synsets() -> list[int]:
 
 
 class LabelSpaceQueries:
-    """A text encoder for ConSE tokens: a query's head noun -> the ImageNet classes at or below it
-    in WordNet -> the mean of their label embeddings; other queries as the plain encoder does.
+    """A text encoder for ConSE tokens: query phrase -> head noun -> the labels (ImageNet classes,
+    COCO classes) at or below it in WordNet -> the mean of their label embeddings, mixed with the
+    plain embedding of the whole phrase (`HEAD_WEIGHT`). A query without such a head noun is
+    embedded plainly. The head noun rule is `vqsearch.models.wordnet.head_noun`.
 
-    The head noun is the longest run of last words that names ImageNet classes in WordNet ("red
-    plastic cups" -> "cup", "coffee mug" -> "coffee_mug", "vehicle" -> 67 classes). The lemma ->
-    classes table is built once from WordNet and cached; without WordNet installed (and no
-    cached table) every query is embedded plainly.
+    The lemma -> labels table is built once from WordNet and cached; without WordNet installed
+    (and no cached table) every query is embedded plainly.
     """
+
+    HEAD_WEIGHT = 0.75  # the head's share of the query token; the phrase keeps its modifiers' say
 
     def __init__(self, text: TextEncoder) -> None:
         self.text = text
@@ -92,7 +111,7 @@ class LabelSpaceQueries:
 
     @cached_property
     def vocabulary(self) -> tuple[dict[str, list[int]], dict[str, str]]:
-        """({lemma: ImageNet class indices at or below it}, {irregular plural: lemma})."""
+        """({lemma: label indices at or below it}, {irregular plural: lemma})."""
         import json
 
         from vqsearch.models.wordnet import Nouns, wordnet_dir
@@ -102,10 +121,10 @@ class LabelSpaceQueries:
             return {}, {}
         stamp = ":".join(f"{(root / n).stat().st_size}:{(root / n).stat().st_mtime_ns}"
                          for n in ("data.noun", "index.noun"))
-        path = onnx_cache.cache_file("wordnet-imagenet", stamp + _LABELS_VERSION, ".json")
+        path = onnx_cache.cache_file("wordnet-labels", stamp + _LABELS_VERSION + _VOCABULARY_VERSION, ".json")
         if not path.exists():
             nouns = Nouns(root)
-            table = {"classes": nouns.vocabulary(imagenet_synsets()), "exceptions": nouns.exceptions}
+            table = {"classes": nouns.vocabulary(label_synsets()), "exceptions": nouns.exceptions}
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(table))
             tmp.replace(path)
@@ -113,23 +132,40 @@ class LabelSpaceQueries:
         return table["classes"], table["exceptions"]
 
     def classes(self, query: str) -> list[int]:
-        """ImageNet classes at or below the query's head noun in WordNet (none: no head noun)."""
+        """Labels at or below the query's head noun in WordNet (none: no head noun)."""
         from vqsearch.models.wordnet import head_noun
 
         classes, exceptions = self.vocabulary
         head = head_noun(query, classes, exceptions)
         return classes[head] if head is not None else []
 
+    def context(self, query: str) -> np.ndarray | None:
+        """The token of what the query says is around its head ("kite surfer": a kite; "children on
+        a bed": a bed), the mean of those nouns' heads; None when it names nothing else."""
+        from vqsearch.colours import SYNONYMS
+        from vqsearch.models.wordnet import parse_phrase
+
+        classes, exceptions = self.vocabulary
+        _, others = parse_phrase(query, classes, exceptions)
+        heads = [self._head(classes[noun]) for noun in others if noun not in SYNONYMS]
+        if not heads:
+            return None
+        mean = np.mean(heads, axis=0)
+        return (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
+
+    def _head(self, below: list[int]) -> np.ndarray:
+        """The head's token: the mean label embedding of each label source (the classifier's
+        ImageNet labels, the detector's COCO labels) it covers, the sources weighing alike, unit norm."""
+        sources = [[i for i in below if i < IMAGENET_CLASSES], [i for i in below if i >= IMAGENET_CLASSES]]
+        means = [self.labels[labels].mean(0) for labels in sources if labels]
+        head = sum(mean / max(float(np.linalg.norm(mean)), 1e-8) for mean in means)
+        return head / max(float(np.linalg.norm(head)), 1e-8)
+
     def encode(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), np.float32)
-        plain = []
+        out = self.text.encode(texts).astype(np.float32)
         for row, query in enumerate(texts):
             below = self.classes(query)
             if below:
-                mean = self.labels[below].mean(0)
-                out[row] = mean / max(float(np.linalg.norm(mean)), 1e-8)
-            else:
-                plain.append(row)
-        if plain:  # only these need the text encoder
-            out[plain] = self.text.encode([texts[row] for row in plain])
+                mixed = self.HEAD_WEIGHT * self._head(below) + (1 - self.HEAD_WEIGHT) * out[row]
+                out[row] = mixed / max(float(np.linalg.norm(mixed)), 1e-8)
         return out

@@ -52,15 +52,21 @@ def _build_lite0_conse(config: ModelConfig, device: str) -> SearchModel:
     from vqsearch.models.minilm import MiniLMTextEncoder
 
     backbone = EfficientNetLite0(config.input_long_side)
-    text = LabelSpaceQueries(MiniLMTextEncoder())
+    text = LabelSpaceQueries(MiniLMTextEncoder(threads=1))  # one short query: more threads only spin
 
     def region_encoder():
         from vqsearch.regions import AffinityRegionEncoder  # torch: only when indexing
 
-        conse = ConSE(*imagenet_classifier(), text.labels)
+        weight, bias = imagenet_classifier()
+        conse = ConSE(weight, bias, text.labels[: len(bias)])
         return AffinityRegionEncoder(backbone.stride, text_projection=conse)
 
-    return SearchModel(config, backbone, text, region_encoder)
+    def detector():
+        from vqsearch.models.detector import CocoDetector
+
+        return CocoDetector(embeddings=text.labels[-len(CocoDetector.labels):])
+
+    return SearchModel(config, backbone, text, region_encoder, detector)
 
 
 def _openclip_parts(name: str) -> tuple[str, str | None]:

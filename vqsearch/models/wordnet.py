@@ -67,18 +67,43 @@ class Nouns:
                     todo.append(parent)
         return seen
 
-    def vocabulary(self, classes: list[int]) -> dict[str, list[int]]:
-        """Every noun lemma with the indices of the `classes` (synset offsets) at or below it."""
-        below: dict[int, list[int]] = {}
+    def vocabulary(self, classes: list[int | None], climb: int = 4, broadest: int = 60) -> dict[str, list[int]]:
+        """Every noun lemma with the indices of the `classes` (synset offsets) it stands for.
+
+        A lemma stands for the classes at or below its synsets ("dog": 118 breeds). One with none
+        below it ("girl", "kettle", "skater") stands for the classes above its first (most
+        frequent) sense ("skater" is a person) and those below that sense's nearest hypernyms that
+        have some, climbing at most `climb` levels ("kettle" -> pot -> teapot, coffeepot;
+        "skater" -> athlete -> ballplayer), unless they are more than `broadest` (so general a
+        word says nothing of the object).
+        """
+        below: dict[int, set[int]] = {}
+        labelled: dict[int, int] = {}
         for index, offset in enumerate(classes):
+            if offset is None:
+                continue
+            labelled[offset] = index
             for above in self.ancestors(offset):
-                below.setdefault(above, []).append(index)
-        words: dict[str, set[int]] = {}
+                below.setdefault(above, set()).add(index)
+        words: dict[str, list[int]] = {}
         for lemma, senses in self.senses.items():
-            found = {i for sense in senses for i in below.get(sense, ())}
+            found = set().union(*(below.get(sense, ()) for sense in senses))
+            if not found:
+                found = self._nearest(senses[0], below, climb, broadest)
+                found |= {labelled[o] for o in self.ancestors(senses[0]) if o in labelled}
             if found:
-                words[lemma] = found
-        return {lemma: sorted(found) for lemma, found in words.items()}
+                words[lemma] = sorted(found)
+        return words
+
+    def _nearest(self, sense: int, below: dict[int, set[int]], climb: int, broadest: int) -> set[int]:
+        """Classes below the nearest hypernyms of a synset that have some (at most `climb` up)."""
+        level = {sense}
+        for _ in range(climb):
+            level = {parent for s in level for parent in self.hypernyms.get(s, ())}
+            found = set().union(*(below.get(s, ()) for s in level))
+            if found:
+                return found if len(found) <= broadest else set()
+        return set()
 
 
 def lemmatize(phrase: str, known: Container[str], exceptions: Mapping[str, str]) -> str | None:
@@ -94,11 +119,62 @@ def lemmatize(phrase: str, known: Container[str], exceptions: Mapping[str, str])
     return None
 
 
-def head_noun(query: str, known: Container[str], exceptions: Mapping[str, str]) -> str | None:
-    """The longest run of last words of a query that is a `known` noun ("red plastic cups" -> "cup")."""
-    words = query.lower().split()
+# Words that end the head's phrase: what follows them modifies it ("woman in an orange top").
+_CLAUSE_WORDS = frozenset("""in on at with of near under over by behind beside next from into onto inside outside
+above below between through across along around against without beneath among and or but while for to that which
+who whose where when wearing holding carrying""".split())
+
+
+def _spans(words: list[str], known: Container[str], exceptions: Mapping[str, str]) -> list[tuple[int, int, str]]:
+    """Known nouns in `words` as (start, end, lemma), the rightmost first, each the longest run there."""
+    found = []
+    for end in range(len(words), 0, -1):
+        for start in range(end):
+            lemma = lemmatize(" ".join(words[start:end]), known, exceptions)
+            if lemma is not None:
+                found.append((start, end, lemma))
+                break
+    return found
+
+
+def parse_phrase(query: str, known: Container[str], exceptions: Mapping[str, str]) -> tuple[str | None, list[str]]:
+    """(head noun, the other nouns) of a query phrase, as `known` lemmas.
+
+    The head: the query is cut before its first preposition, conjunction or relative word, or an
+    -ing word after the first ("woman in an orange top" -> "woman", "children jumping on a bed" ->
+    "children"); in what is left, the rightmost run of words that is a known noun, the longest
+    such run first ("red plastic cups" -> "cup", "coffee mug" -> "coffee_mug"). When that finds
+    none, the same search runs over the whole query ("photo of a dog" -> "dog"). The other nouns
+    are the known nouns elsewhere in the query, left to right, without overlapping the head
+    ("kite surfer" -> surfer, [kite]; "horse and rider" -> horse, [rider]).
+    """
+    words = re.findall(r"[\w'-]+", query.lower())
+    cut = next((i for i, w in enumerate(words) if w in _CLAUSE_WORDS or (i > 0 and w.endswith("ing"))), len(words))
+    spans = _spans(words[:cut], known, exceptions) or _spans(words, known, exceptions)
+    if not spans:
+        return None, []
+    start, end, head = spans[0]
+    others, taken = [], set(range(start, end))
+    for s, e, lemma in sorted(_spans_everywhere(words, known, exceptions)):
+        if not taken & set(range(s, e)) and lemma != head and lemma not in others:
+            others.append(lemma)
+            taken |= set(range(s, e))
+    return head, others
+
+
+def _spans_everywhere(words: list[str], known: Container[str], exceptions: Mapping[str, str]
+                      ) -> list[tuple[int, int, str]]:
+    """Every known noun run of `words`, longest first at each start (single words are tried last)."""
+    found = []
     for start in range(len(words)):
-        found = lemmatize(" ".join(words[start:]), known, exceptions)
-        if found is not None:
-            return found
-    return None
+        for end in range(len(words), start, -1):
+            lemma = lemmatize(" ".join(words[start:end]), known, exceptions)
+            if lemma is not None:
+                found.append((start, end, lemma))
+                break
+    return sorted(found, key=lambda span: (span[0] - span[1], span[0]))
+
+
+def head_noun(query: str, known: Container[str], exceptions: Mapping[str, str]) -> str | None:
+    """The head noun of a query phrase (`parse_phrase`)."""
+    return parse_phrase(query, known, exceptions)[0]
