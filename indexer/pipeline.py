@@ -22,7 +22,7 @@ from indexer.video import VideoInfo, sample_indices, stream
 from vqsearch.colours import DIM, region_colours
 from vqsearch.merge import Track, TrackBuilder, merge_in_frame, unit
 from vqsearch.models.base import SearchModel
-from vqsearch.models.detector import Detection, Detector, region_labels, with_labels
+from vqsearch.models.detector import Detection, Detector, box_labels, region_labels, with_labels
 from vqsearch.regions import grid_points, half_max_masks, mask_boxes
 
 T = TypeVar("T")
@@ -96,6 +96,47 @@ def detect(chunks: Iterator[tuple[list[int], np.ndarray]], detector: Detector | 
         yield chunk, frames, found
 
 
+class LateLabels:
+    """Detector labels for the short tracks that no detector frame saw.
+
+    The detector sees one sampled frame in `every`; a track shorter than that (a brief
+    reappearance) may lie between two and would lack the labels its longer sightings carry. When
+    such a track ends, the detector sees its last frame, kept in a short buffer, and the track's
+    box stands for its mask.
+    """
+
+    def __init__(self, detector: Detector | None, every: int, min_frames: int, frame_hw: tuple[int, int]) -> None:
+        self.detector, self.min_frames, self.frame_hw = detector, min_frames, frame_hw
+        self.frames: dict[int, np.ndarray] = {}
+        self.found: dict[int, list[Detection]] = {}
+        self.depth = every + 1
+
+    def keep(self, frame: int, pixels: np.ndarray, detections: list[Detection] | None) -> None:
+        if self.detector is None:
+            return
+        self.frames[frame] = pixels  # frames come in order: the oldest goes first
+        if detections is not None:
+            self.found[frame] = detections
+        if len(self.frames) > self.depth:
+            oldest = min(self.frames)
+            del self.frames[oldest]
+            self.found.pop(oldest, None)
+
+    def label(self, ended: list[Track]) -> None:
+        if self.detector is None:
+            return
+        h, w = self.frame_hw
+        for track in ended:
+            last = track.frames[-1]
+            if track.labelled_frames or len(track.frames) < self.min_frames or last not in self.frames:
+                continue
+            if last not in self.found:
+                self.found[last] = self.detector(self.frames[last])
+            x, y, bw, bh = track.boxes[-1]
+            track.label_sum = box_labels(self.found[last], (x / w, y / h, (x + bw) / w, (y + bh) / h))
+            track.labelled_frames = 1
+
+
 def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8, progress=None) -> IndexedVideo:
     """Turn one video into track tokens. `progress(n)` is called with each batch's frame count.
 
@@ -130,6 +171,7 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
     cuts: list[tuple[int, int]] = []
     previous: tuple[int, FrameLook] | None = None
     every = max(1, round(fps / config.detect_fps))
+    late = LateLabels(detector, every, config.min_track_frames, (info.height, info.width))
     for chunk, frames, detections in prefetch(detect(stream(info, indices, size, batch), detector, every)):
         if pooling is not None:
             features, contexts = backbone.features_with_context(frames)
@@ -158,9 +200,11 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
             if detections[b] is not None:
                 regions.labels = region_labels(detections[b], inside)
             region_tokens += len(regions.tokens)
-            builder.add_frame(frame, regions, mask_boxes(inside, (info.height, info.width)), cut)
+            late.keep(frame, frames[b], detections[b])
+            late.label(builder.add_frame(frame, regions, mask_boxes(inside, (info.height, info.width)), cut))
         if progress:
             progress(len(chunk))
+    late.label(builder.active)
     tracks = [t for t in builder.tracks if len(t.frames) >= config.min_track_frames]
     track_tokens = np.stack([t.token for t in tracks]).astype(np.float32) if tracks else np.zeros((0, backbone.dim), np.float32)
     colour = np.stack([t.colour for t in tracks]).astype(np.float32) if tracks else np.zeros((0, DIM), np.float32)

@@ -65,3 +65,34 @@ def test_detections_take_their_share_of_the_text_token():
     assert np.allclose(mixed[0], [1, 0, 0])
     assert np.allclose(mixed[1], np.array([0.1, 0.9, 0.0]) / np.hypot(0.1, 0.9), atol=1e-6)
     assert np.allclose(np.linalg.norm(mixed, axis=1), 1.0)
+
+
+def test_short_tracks_between_detector_frames_are_labelled_from_their_last_frame():
+    from indexer.pipeline import LateLabels
+    from vqsearch.merge import FrameRegions, Track
+
+    seen = []
+
+    class Fake:
+        labels = CocoDetector.labels
+
+        def __call__(self, frame):
+            seen.append(int(frame[0, 0, 0]))
+            return [Detection(0, 0.8, (0.0, 0.0, 0.5, 0.5))]
+
+    late = LateLabels(Fake(), every=5, min_frames=2, frame_hw=(100, 200))
+    for frame in range(7):
+        late.keep(frame, np.full((4, 4, 3), frame, np.uint8), None)
+    regions = FrameRegions(np.ones((1, 3), np.float32), np.ones((1, 2, 2), np.float32), np.zeros((1, 2), np.float32))
+    short, inside_box, labelled = Track(np.zeros(3)), Track(np.zeros(3)), Track(np.zeros(3))
+    for frame in (5, 6):
+        short.add(frame, regions, 0, np.array([120.0, 60.0, 40.0, 30.0]))      # outside the person's box
+        inside_box.add(frame, regions, 0, np.array([10.0, 10.0, 40.0, 30.0]))  # inside it
+    labelled.add(6, FrameRegions(regions.tokens, regions.masks, regions.points, labels=np.ones((1, 80))), 0,
+                 np.zeros(4))
+    late.label([short, inside_box, labelled])
+    assert seen == [6]  # one detector call for the frame they ended on; the labelled track needs none
+    assert short.labelled_frames == 1 and short.label_evidence(80).sum() == 0
+    assert inside_box.label_evidence(80)[0] == pytest.approx(0.8)
+    assert labelled.label_evidence(80).sum() == 80
+    assert sorted(late.frames) == [1, 2, 3, 4, 5, 6]  # a buffer of every + 1 frames

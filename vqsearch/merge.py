@@ -122,8 +122,10 @@ class TrackBuilder:
         self.tracks: list[Track] = []
         self._active: list[int] = []
 
-    def add_frame(self, frame: int, regions: FrameRegions, boxes: np.ndarray, cut: bool = False) -> None:
-        """Add a sampled frame's regions; `cut`: a shot cut lies between it and the previous one."""
+    def add_frame(self, frame: int, regions: FrameRegions, boxes: np.ndarray, cut: bool = False) -> list[Track]:
+        """Add a sampled frame's regions; `cut`: a shot cut lies between it and the previous one.
+        Returns the tracks that ended: active before this frame, not continued by it."""
+        before = self._active
         if cut:
             self._active = []
         matched: dict[int, int] = {}
@@ -146,3 +148,8 @@ class TrackBuilder:
             self.tracks[matched[r]].add(frame, regions, r, boxes[r])
             active.append(matched[r])
         self._active = active
+        return [self.tracks[t] for t in before if t not in set(active)]
+
+    @property
+    def active(self) -> list[Track]:
+        return [self.tracks[t] for t in self._active]

@@ -13,6 +13,7 @@ reach it through the hierarchy ("woman" -> person).
 from __future__ import annotations
 
 import importlib.util
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -92,14 +93,18 @@ class CocoDetector:
             raise VQSearchError(f"{PACKAGE} is installed without its model files ({graph.parent}): reinstall it")
         self.net = cv2.dnn.readNetFromTensorflow(str(graph), str(config))
         self.embeddings, self.min_score, self.side = embeddings, min_score, side
+        self._lock = threading.Lock()  # one network, called from the decoding thread and the main one
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
         import cv2
 
         cv2.setNumThreads(1)
-        self.net.setInput(cv2.dnn.blobFromImage(frame, size=(self.side, self.side), swapRB=False))
+        blob = cv2.dnn.blobFromImage(frame, size=(self.side, self.side), swapRB=False)
+        with self._lock:
+            self.net.setInput(blob)
+            out = self.net.forward()
         found = []
-        for _, label, score, x0, y0, x1, y1 in self.net.forward()[0, 0]:
+        for _, label, score, x0, y0, x1, y1 in out[0, 0]:
             if score >= self.min_score and int(label) in _ID_TO_CLASS:
                 box = tuple(float(np.clip(v, 0.0, 1.0)) for v in (x0, y0, x1, y1))
                 found.append(Detection(_ID_TO_CLASS[int(label)], float(score), box))
@@ -111,6 +116,8 @@ def region_labels(detections: list[Detection], inside: np.ndarray) -> np.ndarray
 
     A region counts as part of a detection by the share of its mask inside the box: all of it
     gives the detection's confidence, half or less gives nothing (background the box also holds).
+    A small object inside a bigger detected one (a ball on a table) can take the bigger one's
+    label: a region covering little of a box is as often a part of its object (a car's door).
     """
     m, h, w = inside.shape
     evidence = np.zeros((m, len(COCO_CLASSES)), np.float32)
@@ -123,6 +130,19 @@ def region_labels(detections: list[Detection], inside: np.ndarray) -> np.ndarray
         cols = slice(int(np.floor(x0 * w)), int(np.ceil(x1 * w)))
         share = inside[:, rows, cols].reshape(m, -1).sum(1) / area
         evidence[:, d.label] = np.maximum(evidence[:, d.label], d.score * np.clip(2 * share - 1, 0, 1))
+    return evidence
+
+
+def box_labels(detections: list[Detection], box: tuple[float, float, float, float]) -> np.ndarray:
+    """Evidence [80] that a box (x0, y0, x1, y1 in [0, 1]) is each detected class: `region_labels`
+    with the box standing for the region's mask."""
+    x0, y0, x1, y1 = box
+    area = max((x1 - x0) * (y1 - y0), 1e-8)
+    evidence = np.zeros(len(COCO_CLASSES), np.float32)
+    for d in detections:
+        dx0, dy0, dx1, dy1 = d.box
+        share = max(0.0, min(x1, dx1) - max(x0, dx0)) * max(0.0, min(y1, dy1) - max(y0, dy0)) / area
+        evidence[d.label] = max(evidence[d.label], d.score * float(np.clip(2 * share - 1, 0, 1)))
     return evidence
 
 
