@@ -213,6 +213,6 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
         text = unit(np.stack([t.text_token for t in tracks])).astype(np.float32)
         if detector is not None:
             evidence = np.stack([t.label_evidence(len(detector.labels)) for t in tracks])
-            text = with_labels(text, evidence, detector.embeddings)
+            text = with_labels(text, evidence, detector)
     return IndexedVideo(info, fps, len(indices), patch_tokens, region_tokens, tracks, unit(track_tokens),
                         text, colour, time.perf_counter() - start, cuts)

@@ -108,26 +108,50 @@ def probe(path: Path, allow_partial: bool = False) -> VideoInfo:
 
 def stream(info: VideoInfo, indices: list[int], size_hw: tuple[int, int], batch: int = 8
            ) -> Iterator[tuple[list[int], np.ndarray]]:
-    """Yield (frame indices, uint8 frames [B, H, W, 3] at `size_hw`) for the sampled indices."""
+    """Yield (frame indices, uint8 frames [B, H, W, 3] at `size_hw`) for the sampled indices.
+
+    A video cut short is read front to back with PyAV, which stops cleanly at the cut: decord
+    decodes ahead in its own thread, fails past the cut and reports it on a later read of frames
+    that do decode.
+    """
+    frames = _partial_frames(info, indices, size_hw) if info.partial else _decord_frames(info, indices, size_hw)
+    chunk: list[int] = []
+    images: list[np.ndarray] = []
+    for index, image in frames:
+        chunk.append(index)
+        images.append(image)
+        if len(chunk) == batch:
+            yield chunk, np.stack(images)
+            chunk, images = [], []
+    if chunk:
+        yield chunk, np.stack(images)
+
+
+def _decord_frames(info: VideoInfo, indices: list[int], size_hw: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
     import decord
 
-    def open_reader():
-        return decord.VideoReader(str(info.path), width=size_hw[1], height=size_hw[0], num_threads=1)
-
-    reader = open_reader()
-    for start in range(0, len(indices), batch):
-        chunk = indices[start : start + batch]
+    reader = decord.VideoReader(str(info.path), width=size_hw[1], height=size_hw[0], num_threads=1)
+    for start in range(0, len(indices), 8):
+        chunk = indices[start : start + 8]
         try:
             frames = reader.get_batch(chunk).asnumpy()
         except (decord.DECORDError, RuntimeError) as error:
-            if not info.partial:
-                raise VQSearchError(f"cannot decode {info.path} near frame {chunk[0]} (truncated or corrupt?): "
-                                    f"{_reason(error)}") from None
-            # decord decodes ahead in its own thread: past the end of a cut-short file that fails,
-            # and the next read reports it even though the frames it asks for decode
-            reader = open_reader()
-            try:
-                frames = reader.get_batch(chunk).asnumpy()
-            except (decord.DECORDError, RuntimeError) as again:
-                raise VQSearchError(f"cannot decode {info.path} near frame {chunk[0]}: {_reason(again)}") from None
-        yield chunk, frames
+            raise VQSearchError(
+                f"cannot decode {info.path} near frame {chunk[0]} (truncated or corrupt?): {_reason(error)}"
+            ) from None
+        yield from zip(chunk, frames)
+
+
+def _partial_frames(info: VideoInfo, indices: list[int], size_hw: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+    import av
+
+    wanted = set(indices)
+    with av.open(str(info.path)) as container:
+        try:
+            for number, frame in enumerate(container.decode(video=0)):
+                if number > indices[-1]:
+                    return
+                if number in wanted:
+                    yield number, frame.to_ndarray(format="rgb24", width=size_hw[1], height=size_hw[0])
+        except av.error.FFmpegError:
+            return  # the cut: every frame before it was given

@@ -169,7 +169,11 @@ def test_ctrl_c_exits_130_and_leaves_the_index_alone(db, videos, tmp_path):
     run = subprocess.Popen([sys.executable, "-m", "vqsearch.cli", "index", str(videos / "bedroom.mp4"),
                             "--db", str(copy)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env=os.environ.copy())
-    time.sleep(1.5)  # loading the model or indexing: either way before the write
+    maps = Path(f"/proc/{run.pid}/maps")
+    deadline = time.monotonic() + 60
+    while run.poll() is None and time.monotonic() < deadline and "onnxruntime" not in maps.read_text():
+        time.sleep(0.05)  # past Python's start-up (a SIGINT there kills before any handler): loading the model
+    time.sleep(0.5)  # loading the model or indexing: either way before the write
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130

@@ -27,7 +27,7 @@ def test_coco_classes_and_their_wordnet_synsets():
 
 @pytest.fixture(scope="module")
 def detector() -> CocoDetector:
-    return CocoDetector(embeddings=np.eye(80, dtype=np.float32))
+    return CocoDetector(embeddings=np.eye(80, dtype=np.float32))  # no classifier beside it
 
 
 def test_children_on_the_bed_are_people(detector):
@@ -58,13 +58,21 @@ def test_regions_take_the_label_of_the_box_they_sit_in():
 
 
 def test_detections_take_their_share_of_the_text_token():
+    from types import SimpleNamespace
+
     text = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], np.float32)
-    embeddings = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    detector = SimpleNamespace(embeddings=np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], np.float32), beside=None)
     evidence = np.array([[0.0, 0.0], [0.9, 0.0]], np.float32)
-    mixed = with_labels(text, evidence, embeddings)
+    mixed = with_labels(text, evidence, detector)
     assert np.allclose(mixed[0], [1, 0, 0])
     assert np.allclose(mixed[1], np.array([0.1, 0.9, 0.0]) / np.hypot(0.1, 0.9), atol=1e-6)
     assert np.allclose(np.linalg.norm(mixed, axis=1), 1.0)
+    # a track the classifier is sure of (its token is one of the classifier's labels) keeps it
+    detector.beside = np.array([[1.0, 0.0, 0.0]], np.float32)
+    assert np.allclose(with_labels(text, evidence, detector)[1], [1, 0, 0])
+    detector.beside = np.array([[0.9, np.sqrt(1 - 0.81), 0.0]], np.float32)  # cosine 0.9: half the share
+    assert np.allclose(with_labels(text, evidence, detector)[1], np.array([0.55, 0.45, 0.0]) / np.hypot(0.55, 0.45),
+                       atol=1e-5)
 
 
 def test_short_tracks_between_detector_frames_are_labelled_from_their_last_frame():

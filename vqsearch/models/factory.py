@@ -64,7 +64,8 @@ def _build_lite0_conse(config: ModelConfig, device: str) -> SearchModel:
     def detector():
         from vqsearch.models.detector import CocoDetector
 
-        return CocoDetector(embeddings=text.labels[-len(CocoDetector.labels):])
+        coco = len(CocoDetector.labels)
+        return CocoDetector(embeddings=text.labels[-coco:], beside=text.labels[:-coco])
 
     return SearchModel(config, backbone, text, region_encoder, detector)
 

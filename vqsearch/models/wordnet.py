@@ -71,11 +71,10 @@ class Nouns:
         """Every noun lemma with the indices of the `classes` (synset offsets) it stands for.
 
         A lemma stands for the classes at or below its synsets ("dog": 118 breeds). One with none
-        below it ("girl", "kettle", "skater") stands for the classes above its first (most
-        frequent) sense ("skater" is a person) and those below that sense's nearest hypernyms that
-        have some, climbing at most `climb` levels ("kettle" -> pot -> teapot, coffeepot;
-        "skater" -> athlete -> ballplayer), unless they are more than `broadest` (so general a
-        word says nothing of the object).
+        below it stands for the classes above its first (most frequent) sense ("girl", "skater"
+        are persons), or, with none above either, for those below that sense's nearest hypernyms
+        that have some, climbing at most `climb` levels ("kettle" -> pot -> teapot, coffeepot),
+        unless they are more than `broadest` (so general a word says nothing of the object).
         """
         below: dict[int, set[int]] = {}
         labelled: dict[int, int] = {}
@@ -89,8 +88,8 @@ class Nouns:
         for lemma, senses in self.senses.items():
             found = set().union(*(below.get(sense, ()) for sense in senses))
             if not found:
-                found = self._nearest(senses[0], below, climb, broadest)
-                found |= {labelled[o] for o in self.ancestors(senses[0]) if o in labelled}
+                found = ({labelled[o] for o in self.ancestors(senses[0]) if o in labelled}
+                         or self._nearest(senses[0], below, climb, broadest))
             if found:
                 words[lemma] = sorted(found)
         return words
