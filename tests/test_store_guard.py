@@ -132,6 +132,23 @@ def test_bad_arguments_are_one_line_and_write_nothing(good_db, videos, tmp_path,
     assert _files(root) == before
 
 
+def test_an_index_that_cannot_be_written_is_refused_before_any_video_work(good_db, tmp_path, videos):
+    """The lock file is a folder (as a permission error would be; tests run as root, so chmod is
+    no test here): one line at once, not after the video was processed, and the index as it was."""
+    import shutil
+
+    root = tmp_path / "db"
+    shutil.copytree(good_db, root)
+    (root / ".lock").unlink(missing_ok=True)
+    (root / ".lock").mkdir()
+    before = _files(root)
+    done = vqsearch("index", str(videos / "02_cups.mp4"), "--db", str(root))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "cannot write to the index" in lines[0], done.stderr
+    assert _files(root) == before
+    assert not list(root.glob(".write-check-*"))
+
+
 def test_a_new_index_in_a_file_path_is_refused(tmp_path, videos):
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")

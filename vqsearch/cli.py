@@ -66,6 +66,7 @@ def index(
         get_config(model)
     infos = [probe(path, allow_partial) for path in videos]  # every file is checked before any work starts
     store = Store.open(_db(db), create=True)
+    store.check_writable()  # before minutes of video work, not after
     name = model or store.model_name or DEFAULT_MODEL
     store.check_model(name)
     search_model = create_model(name, device)

@@ -292,6 +292,19 @@ class Store:
         return self._gpu_vectors
 
     # --- writes -------------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Refuse, before any video work, an index this process cannot write: its lock file and a
+        new file beside the index (the next FAISS generation) must both be creatable."""
+        trial = self.root / f".write-check-{os.getpid()}"
+        try:
+            with open(self.root / ".lock", "a"):
+                pass
+            trial.write_bytes(b"")
+            trial.unlink()
+        except OSError as error:
+            raise VQSearchError(f"cannot write to the index at {self.root} ({error.strerror or error}): "
+                                "check its permissions, or index into another --db") from None
+
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
         with open(self.root / ".lock", "w") as handle:
