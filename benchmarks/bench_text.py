@@ -67,27 +67,35 @@ def index(store_dir: Path, videos: list[Path]):
         if store.find_video(path) is None or not cached.is_file():
             result = index_video(model, probe(path), 5.0)
             store.add_video(model.name, str(path), result)
-            tokens = np.stack([t.token for t in result.tracks]) if result.tracks else np.zeros((0, 1280))
+            tokens = (np.stack([t.token for t in result.tracks]) if result.tracks
+                      else np.zeros((0, model.backbone.dim)))
             np.save(cached, model.region_encoder.text_projection(tokens.astype(np.float32)))
         baseline[path.name] = np.load(cached)
     return QueryEngine(store, model), baseline
 
 
-def evaluate_baseline(model, tokens: dict[str, np.ndarray], queries: list[tuple[str, set[str]]]) -> dict:
-    """Top-1 and MRR of the baseline: videos ranked by their best track's cosine to the plain query."""
+def ranking(ranked: list[tuple[str, list[str], set[str]]]) -> dict:
+    """Top-1, mean reciprocal rank and the rank-1 misses over (query, videos best first, right videos)."""
     top1 = rr = 0.0
     misses = []
+    for text, order, right in ranked:
+        rank = next((i + 1 for i, name in enumerate(order) if name in right), None)
+        top1 += rank == 1
+        rr += 1 / rank if rank else 0.0
+        if rank != 1:
+            misses.append(f"{text!r} -> {order[0] if order else None}")
+    n = len(ranked)
+    return {"queries": n, "top1": top1 / n, "mrr": round(rr / n, 3), "misses": misses}
+
+
+def evaluate_baseline(model, tokens: dict[str, np.ndarray], queries: list[tuple[str, set[str]]]) -> dict:
+    """Top-1 and MRR of the baseline: videos ranked by their best track's cosine to the plain query."""
+    ranked = []
     for text, right in queries:
         query = model.text_encoder.text.encode([text])[0]
         best = {name: float((t @ query).max()) if len(t) else -1.0 for name, t in tokens.items()}
-        order = sorted(best, key=best.get, reverse=True)
-        rank = next(i + 1 for i, name in enumerate(order) if name in right)
-        top1 += rank == 1
-        rr += 1 / rank
-        if rank != 1:
-            misses.append(f"{text!r} -> {order[0]}")
-    n = len(queries)
-    return {"queries": n, "top1": top1 / n, "mrr": round(rr / n, 3), "misses": misses}
+        ranked.append((text, sorted(best, key=best.get, reverse=True), right))
+    return ranking(ranked)
 
 
 def davis_videos(work: Path) -> dict[Path, str]:
@@ -110,10 +118,8 @@ def davis_videos(work: Path) -> dict[Path, str]:
 
 def evaluate(engine, queries: list[tuple[str, set[str]]]) -> dict:
     """Top-1, MRR, last_seen in a right video, and warm latency over (query, right video names)."""
-    from queries.hits import Hit
-
-    top1 = rr = last_right = 0.0
-    latencies, misses = [], []
+    last_right = 0.0
+    latencies, ranked = [], []
     for text, right in queries:
         start = time.perf_counter()
         engine.search(text=text)  # as `vqsearch query --no-relocate` asks
@@ -124,16 +130,11 @@ def evaluate(engine, queries: list[tuple[str, set[str]]]) -> dict:
             name = Path(hit.video).name
             if name not in order:
                 order.append(name)
-        rank = next((i + 1 for i, name in enumerate(order) if name in right), None)
-        top1 += rank == 1
-        rr += 1 / rank if rank else 0.0
-        last: Hit | None = answer.last_seen
-        last_right += last is not None and Path(last.video).name in right
-        if rank != 1:
-            misses.append(f"{text!r} -> {order[0] if order else None}")
+        ranked.append((text, order, right))
+        last_right += answer.last_seen is not None and Path(answer.last_seen.video).name in right
     n = len(queries)
-    return {"queries": n, "top1": top1 / n, "mrr": round(rr / n, 3), "last_seen_right": last_right / n,
-            "warm_ms_median": round(statistics.median(latencies) * 1000, 1), "misses": misses}
+    return {**ranking(ranked), "last_seen_right": last_right / n,
+            "warm_ms_median": round(statistics.median(latencies) * 1000, 1)}
 
 
 def main() -> None:

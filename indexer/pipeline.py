@@ -40,7 +40,7 @@ class IndexedVideo:
     tracks: list[Track]
     visual: np.ndarray          # [T, D] unit-norm track tokens
     text: np.ndarray | None     # [T, T_dim] unit-norm text-aligned track tokens
-    colour: np.ndarray          # [T, 11] colour-term histograms of the tracks
+    colour: np.ndarray          # [T, 22] colour descriptors of the tracks (`vqsearch.colours`)
     seconds: float
     cuts: list[tuple[int, int]] = field(default_factory=list)  # (last frame before, first after) a shot cut
 

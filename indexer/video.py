@@ -114,7 +114,8 @@ def stream(info: VideoInfo, indices: list[int], size_hw: tuple[int, int], batch:
     decodes ahead in its own thread, fails past the cut and reports it on a later read of frames
     that do decode.
     """
-    frames = _partial_frames(info, indices, size_hw) if info.partial else _decord_frames(info, indices, size_hw)
+    frames = (_partial_frames(info, indices, size_hw) if info.partial
+              else _decord_frames(info, indices, size_hw, batch))
     chunk: list[int] = []
     images: list[np.ndarray] = []
     for index, image in frames:
@@ -127,12 +128,13 @@ def stream(info: VideoInfo, indices: list[int], size_hw: tuple[int, int], batch:
         yield chunk, np.stack(images)
 
 
-def _decord_frames(info: VideoInfo, indices: list[int], size_hw: tuple[int, int]) -> Iterator[tuple[int, np.ndarray]]:
+def _decord_frames(info: VideoInfo, indices: list[int], size_hw: tuple[int, int], batch: int
+                   ) -> Iterator[tuple[int, np.ndarray]]:
     import decord
 
     reader = decord.VideoReader(str(info.path), width=size_hw[1], height=size_hw[0], num_threads=1)
-    for start in range(0, len(indices), 8):
-        chunk = indices[start : start + 8]
+    for start in range(0, len(indices), batch):
+        chunk = indices[start : start + batch]
         try:
             frames = reader.get_batch(chunk).asnumpy()
         except (decord.DECORDError, RuntimeError) as error:

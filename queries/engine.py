@@ -106,7 +106,7 @@ class QueryEngine:
         return Answer(text, str(crop) if crop is not None else None, last, results)
 
     def encode_queries(self, text: str | None, crop: Path | None) -> dict[str, np.ndarray]:
-        """{"text": .., "colour": .., "visual": ..} query vectors for what was given."""
+        """{"text": .., "colour": .., "context": .., "visual": ..} query vectors for what was given."""
         queries = {}
         if text is not None:
             queries.update(self.encode_text(text.strip()))
@@ -116,7 +116,7 @@ class QueryEngine:
 
     def answer(self, queries: dict[str, np.ndarray], video: Path | None = None, top_k: int = 5,
                until_frame: int | None = None) -> tuple[Hit | None, list[Hit]]:
-        """(last_seen, ranked results) for encoded queries {"text": .., "visual": ..}.
+        """(last_seen, ranked results) for encoded queries (`encode_queries`).
 
         `until_frame` answers as of that frame (VQ2D): only tracks that started by then count.
         """
@@ -164,7 +164,8 @@ class QueryEngine:
         return faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids)), len(ids)
 
     def _scores(self, queries: dict[str, np.ndarray], selector) -> dict[int, float]:
-        """Per track id: the similarity of each query, multiplied (T-REN), negatives clipped to 0."""
+        """Per track id: the similarity of each query, multiplied (T-REN), negatives clipped to 0,
+        then weighed by the asked colours and by context (module docstring)."""
         vectors = self.store.search_vectors()
         if vectors is None:
             return {}

@@ -14,7 +14,7 @@ class FrameRegions:
     """A frame's merged regions: tokens [M, D], masks [M, h, w], prompt points [M, 2] (y, x).
 
     Filled in after the merge: `text` [M, T] text-aligned tokens (projected or pooled per region),
-    `colours` [M, 11] colour-term histograms (`vqsearch.colours`), and on frames the detector saw,
+    `colours` [M, 22] colour descriptors (`vqsearch.colours`), and on frames the detector saw,
     `labels` [M, L] each region's evidence for each detector label.
     """
 
@@ -148,7 +148,8 @@ class TrackBuilder:
             self.tracks[matched[r]].add(frame, regions, r, boxes[r])
             active.append(matched[r])
         self._active = active
-        return [self.tracks[t] for t in before if t not in set(active)]
+        continued = set(active)
+        return [self.tracks[t] for t in before if t not in continued]
 
     @property
     def active(self) -> list[Track]:

@@ -89,9 +89,10 @@ def imagenet_synsets() -> list[int]:
 
 class LabelSpaceQueries:
     """A text encoder for ConSE tokens: query phrase -> head noun -> the labels (ImageNet classes,
-    COCO classes) at or below it in WordNet -> the mean of their label embeddings, mixed with the
-    plain embedding of the whole phrase (`HEAD_WEIGHT`). A query without such a head noun is
-    embedded plainly. The head noun rule is `vqsearch.models.wordnet.head_noun`.
+    COCO classes) it stands for in WordNet (`Nouns.vocabulary`: below it, else above it, else
+    near it) -> the mean of their label embeddings, mixed with the plain embedding of the whole
+    phrase (`HEAD_WEIGHT`). A query without such a head noun is embedded plainly. The head noun
+    rule is `vqsearch.models.wordnet.parse_phrase`.
 
     The lemma -> labels table is built once from WordNet and cached; without WordNet installed
     (and no cached table) every query is embedded plainly.
@@ -110,7 +111,7 @@ class LabelSpaceQueries:
 
     @cached_property
     def vocabulary(self) -> tuple[dict[str, list[int]], dict[str, str]]:
-        """({lemma: label indices at or below it}, {irregular plural: lemma})."""
+        """({lemma: label indices it stands for (`Nouns.vocabulary`)}, {irregular plural: lemma})."""
         import json
 
         from vqsearch.models.wordnet import Nouns, wordnet_dir
@@ -131,7 +132,7 @@ class LabelSpaceQueries:
         return table["classes"], table["exceptions"]
 
     def classes(self, query: str) -> list[int]:
-        """Labels at or below the query's head noun in WordNet (none: no head noun)."""
+        """Labels the query's head noun stands for in WordNet (none: no head noun)."""
         from vqsearch.models.wordnet import head_noun
 
         classes, exceptions = self.vocabulary

@@ -134,7 +134,7 @@ def region_labels(detections: list[Detection], inside: np.ndarray) -> np.ndarray
         rows = slice(int(np.floor(y0 * h)), int(np.ceil(y1 * h)))
         cols = slice(int(np.floor(x0 * w)), int(np.ceil(x1 * w)))
         share = inside[:, rows, cols].reshape(m, -1).sum(1) / area
-        evidence[:, d.label] = np.maximum(evidence[:, d.label], d.score * np.clip(2 * share - 1, 0, 1))
+        evidence[:, d.label] = np.maximum(evidence[:, d.label], d.score * _inside_weight(share))
     return evidence
 
 
@@ -147,8 +147,13 @@ def box_labels(detections: list[Detection], box: tuple[float, float, float, floa
     for d in detections:
         dx0, dy0, dx1, dy1 = d.box
         share = max(0.0, min(x1, dx1) - max(x0, dx0)) * max(0.0, min(y1, dy1) - max(y0, dy0)) / area
-        evidence[d.label] = max(evidence[d.label], d.score * float(np.clip(2 * share - 1, 0, 1)))
+        evidence[d.label] = max(evidence[d.label], d.score * float(_inside_weight(share)))
     return evidence
+
+
+def _inside_weight(share):
+    """A region with `share` of itself inside a box: all of it is the object, half or less is not."""
+    return np.clip(2 * share - 1, 0, 1)
 
 
 def with_labels(text: np.ndarray, evidence: np.ndarray, detector: Detector) -> np.ndarray:

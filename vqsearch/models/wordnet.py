@@ -124,16 +124,15 @@ above below between through across along around against without beneath among an
 who whose where when wearing holding carrying""".split())
 
 
-def _spans(words: list[str], known: Container[str], exceptions: Mapping[str, str]) -> list[tuple[int, int, str]]:
-    """Known nouns in `words` as (start, end, lemma), the rightmost first, each the longest run there."""
-    found = []
+def _rightmost_noun(words: list[str], known: Container[str], exceptions: Mapping[str, str]
+                    ) -> tuple[int, int, str] | None:
+    """The rightmost known noun in `words` as (start, end, lemma), the longest run ending there."""
     for end in range(len(words), 0, -1):
         for start in range(end):
             lemma = lemmatize(" ".join(words[start:end]), known, exceptions)
             if lemma is not None:
-                found.append((start, end, lemma))
-                break
-    return found
+                return start, end, lemma
+    return None
 
 
 def parse_phrase(query: str, known: Container[str], exceptions: Mapping[str, str]) -> tuple[str | None, list[str]]:
@@ -149,21 +148,20 @@ def parse_phrase(query: str, known: Container[str], exceptions: Mapping[str, str
     """
     words = re.findall(r"[\w'-]+", query.lower())
     cut = next((i for i, w in enumerate(words) if w in _CLAUSE_WORDS or (i > 0 and w.endswith("ing"))), len(words))
-    spans = _spans(words[:cut], known, exceptions) or _spans(words, known, exceptions)
-    if not spans:
+    found = _rightmost_noun(words[:cut], known, exceptions) or _rightmost_noun(words, known, exceptions)
+    if found is None:
         return None, []
-    start, end, head = spans[0]
+    start, end, head = found
     others, taken = [], set(range(start, end))
-    for s, e, lemma in sorted(_spans_everywhere(words, known, exceptions)):
+    for s, e, lemma in _nouns(words, known, exceptions):
         if not taken & set(range(s, e)) and lemma != head and lemma not in others:
             others.append(lemma)
             taken |= set(range(s, e))
     return head, others
 
 
-def _spans_everywhere(words: list[str], known: Container[str], exceptions: Mapping[str, str]
-                      ) -> list[tuple[int, int, str]]:
-    """Every known noun run of `words`, longest first at each start (single words are tried last)."""
+def _nouns(words: list[str], known: Container[str], exceptions: Mapping[str, str]) -> list[tuple[int, int, str]]:
+    """The known nouns of `words` left to right as (start, end, lemma), the longest run at each start."""
     found = []
     for start in range(len(words)):
         for end in range(len(words), start, -1):
@@ -171,7 +169,7 @@ def _spans_everywhere(words: list[str], known: Container[str], exceptions: Mappi
             if lemma is not None:
                 found.append((start, end, lemma))
                 break
-    return sorted(found, key=lambda span: (span[0] - span[1], span[0]))
+    return found
 
 
 def head_noun(query: str, known: Container[str], exceptions: Mapping[str, str]) -> str | None:
