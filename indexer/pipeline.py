@@ -1,5 +1,9 @@
 """Video in, track tokens out: decode -> backbone -> region encoder -> in-frame merge -> tracks.
 
+Three stages overlap in their own threads with bounded queues between them: decoding, the
+models (backbone, and detector on the frames it sees), and the rest (regions, merges, tracks).
+Nothing here imports torch: the embedded model indexes on OpenVINO and numpy alone.
+
 Each region observation also gets its text token (projected or pooled per region), its colour
 histogram (`vqsearch.colours`) and, on the frames a model's detector sees (`detect_fps`, run
 in the decoding thread beside the backbone), its detection evidence; a track keeps their means.
@@ -9,13 +13,13 @@ Tracks end at shot cuts (`indexer.shots`); the cuts are kept so answers never cr
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, TypeVar
 
 import numpy as np
-import torch
 
 from indexer.shots import FrameLook, is_cut
 from indexer.video import VideoInfo, sample_indices, stream
@@ -71,6 +75,8 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
                     return
         except BaseException as error:  # re-raised in the consumer
             put(error)
+        finally:
+            getattr(items, "close", lambda: None)()  # an upstream stage stops and joins its own worker
         put(done)
 
     thread = threading.Thread(target=worker, daemon=True)
@@ -85,15 +91,32 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
         thread.join()
 
 
-def detect(chunks: Iterator[tuple[list[int], np.ndarray]], detector: Detector | None, every: int
-           ) -> Iterator[tuple[list[int], np.ndarray, list[list[Detection] | None]]]:
-    """Add each chunk's detections: on every `every`-th sampled frame, None on the others."""
+@dataclass
+class Batch:
+    """One batch of sampled frames through the model stage."""
+
+    frames: list[int]                       # original frame numbers
+    pixels: np.ndarray                      # uint8 [B, H, W, 3] at the backbone's input size
+    features: np.ndarray                    # [B, D, h, w]
+    contexts: object | None                 # the backbone's context, for region pooling
+    detections: list[list[Detection] | None]  # on every `every`-th sampled frame, else None
+
+
+def infer(chunks: Iterator[tuple[list[int], np.ndarray]], model: SearchModel, detector: Detector | None,
+          every: int) -> Iterator[Batch]:
+    """The model stage: backbone features (with context when the text side pools regions) and
+    the detector's findings on every `every`-th sampled frame."""
+    pooling = model.region_encoder.region_pooling is not None
     seen = 0
     for chunk, frames in chunks:
+        if pooling:
+            features, contexts = model.backbone.features_with_context(frames)
+        else:
+            features, contexts = model.backbone.features(frames), None
         found = [detector(frames[b]) if detector is not None and (seen + b) % every == 0 else None
                  for b in range(len(chunk))]
         seen += len(chunk)
-        yield chunk, frames, found
+        yield Batch(chunk, frames, features, contexts, found)
 
 
 class LateLabels:
@@ -137,22 +160,29 @@ class LateLabels:
             track.labelled_frames = 1
 
 
-def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8, progress=None) -> IndexedVideo:
+def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8, progress=None,
+                threads: int | None = None) -> IndexedVideo:
     """Turn one video into track tokens. `progress(n)` is called with each batch's frame count.
 
-    On the CPU, BLAS and torch run single-threaded here: the per-frame matrices are small (a few
-    hundred rows), OpenBLAS's thread start-up cost them 10-80x more than the arithmetic on this
-    2-core machine, and idle-spinning torch threads slowed the backbone's own thread pool.
+    `threads`: CPU threads for a torch backbone (default every core; the embedded model's
+    OpenVINO graphs take theirs from `vqsearch.models.runtime`). BLAS runs single-threaded: the
+    per-frame matrices are small (a few hundred rows) and OpenBLAS's thread start-up cost them
+    10-80x more than the arithmetic on this 2-core machine.
     """
     from threadpoolctl import threadpool_limits
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    from vqsearch.models.runtime import default_threads
+
+    torch = sys.modules.get("torch")  # only the big models bring it
+    before = torch.get_num_threads() if torch else 0
+    if torch:
+        torch.set_num_threads(threads or default_threads())
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             return _index_video(model, info, fps, batch, progress)
     finally:
-        torch.set_num_threads(threads)
+        if torch:
+            torch.set_num_threads(before)
 
 
 def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, progress) -> IndexedVideo:
@@ -164,26 +194,19 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
     points = grid_points(*size, backbone.stride, config.prompt_stride)
     builder = TrackBuilder(config.track_tau)
     pooling = encoder.region_pooling  # text tokens from masks, per frame (REN's training-free transfer)
-    device = next(encoder.parameters(), torch.empty(0)).device  # a learned head may sit on a GPU
-    points_on_device = points.to(device)
-    prompt_points = points.repeat_interleave(encoder.k, 0).numpy()  # the prompt of each of the P x k outputs
+    prompt_points = np.repeat(points, encoder.k, 0)  # the prompt of each of the P x k outputs
     patch_tokens = region_tokens = 0
     cuts: list[tuple[int, int]] = []
     previous: tuple[int, FrameLook] | None = None
     every = max(1, round(fps / config.detect_fps))
     late = LateLabels(detector, every, config.min_track_frames, (info.height, info.width))
-    for chunk, frames, detections in prefetch(detect(stream(info, indices, size, batch), detector, every)):
-        if pooling is not None:
-            features, contexts = backbone.features_with_context(frames)
-        else:
-            features = backbone.features(frames)
+    for step in prefetch(infer(prefetch(stream(info, indices, size, batch)), model, detector, every)):
+        features = step.features
         patch_tokens += features.shape[0] * features.shape[2] * features.shape[3]
-        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
-            out = encoder(torch.from_numpy(features).to(device), points_on_device.expand(len(chunk), -1, -1))
-        tokens = out["tokens"].flatten(1, 2).float().cpu().numpy()
-        masks = out["masks"].flatten(1, 2).float().cpu().numpy()
-        for b, frame in enumerate(chunk):
-            look = FrameLook.of(frames[b], features[b])
+        tokens, masks = encoder.encode(features, points)
+        for b, frame in enumerate(step.frames):
+            pixels = step.pixels[b]
+            look = FrameLook.of(pixels, features[b])
             cut = previous is not None and is_cut(previous[1], look)
             if cut:
                 cuts.append((previous[0], frame))
@@ -191,19 +214,19 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
             regions = merge_in_frame(tokens[b], masks[b], prompt_points, config.merge_cosine,
                                      config.merge_mask_iou, config.min_group)
             if pooling is not None:
-                regions.text = pooling(contexts[b], regions.masks)
+                regions.text = pooling(step.contexts[b], regions.masks)
             elif model.has_text:
-                with torch.inference_mode():
-                    regions.text = encoder.project_text(torch.from_numpy(regions.tokens).to(device)).float().cpu().numpy()
+                regions.text = encoder.text_tokens(regions.tokens)
             inside = half_max_masks(regions.masks)
-            regions.colours = region_colours(frames[b], inside)
-            if detections[b] is not None:
-                regions.labels = region_labels(detections[b], inside)
+            regions.colours = region_colours(pixels, inside)
+            detections = step.detections[b]
+            if detections is not None:
+                regions.labels = region_labels(detections, inside)
             region_tokens += len(regions.tokens)
-            late.keep(frame, frames[b], detections[b])
+            late.keep(frame, pixels, detections)
             late.label(builder.add_frame(frame, regions, mask_boxes(inside, (info.height, info.width)), cut))
         if progress:
-            progress(len(chunk))
+            progress(len(step.frames))
     late.label(builder.active)
     tracks = [t for t in builder.tracks if len(t.frames) >= config.min_track_frames]
     track_tokens = np.stack([t.token for t in tracks]).astype(np.float32) if tracks else np.zeros((0, backbone.dim), np.float32)

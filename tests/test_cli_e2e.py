@@ -149,7 +149,7 @@ def test_an_index_from_another_model_is_refused(db, tmp_path, videos):
 
 
 def test_query_does_not_import_torch(db):
-    """A query answers from ONNX Runtime and FAISS alone: torch would add seconds to every call."""
+    """A query answers from OpenVINO and FAISS alone: torch would add seconds to every call."""
     code = ("import sys; from vqsearch.cli import app\n"
             f"try: app(['query', '--text', 'mug', '--db', {str(db)!r}, '--json'], standalone_mode=False)\n"
             "except SystemExit: pass\n"
@@ -171,7 +171,7 @@ def test_ctrl_c_exits_130_and_leaves_the_index_alone(db, videos, tmp_path):
                            env=os.environ.copy())
     maps = Path(f"/proc/{run.pid}/maps")
     deadline = time.monotonic() + 60
-    while run.poll() is None and time.monotonic() < deadline and "onnxruntime" not in maps.read_text():
+    while run.poll() is None and time.monotonic() < deadline and "openvino" not in maps.read_text():
         time.sleep(0.05)  # past Python's start-up (a SIGINT there kills before any handler): loading the model
     time.sleep(0.5)  # loading the model or indexing: either way before the write
     run.send_signal(signal.SIGINT)

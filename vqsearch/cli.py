@@ -51,6 +51,7 @@ def index(
     device: str = DeviceOption,
     allow_partial: bool = typer.Option(False, "--allow-partial",
                                        help="Index the decodable part of a video cut short; the gap is recorded."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the models [default: every core]."),
 ) -> None:
     """Index videos: sample frames, encode regions, merge them into tracks, store them."""
     from tqdm import tqdm
@@ -58,10 +59,14 @@ def index(
     from indexer.pipeline import index_video
     from indexer.video import probe, sample_indices
     from vqsearch.models.factory import DEFAULT_MODEL, create_model, get_config
+    from vqsearch.models.runtime import set_threads
     from vqsearch.store import Store
 
     if not (fps > 0 and math.isfinite(fps)):
         raise VQSearchError(f"--fps must be a positive number, got {fps}")
+    if threads is not None and threads < 1:
+        raise VQSearchError(f"--threads must be at least 1, got {threads}")
+    set_threads(threads)
     if model is not None:
         get_config(model)
     infos = [probe(path, allow_partial) for path in videos]  # every file is checked before any work starts
@@ -75,7 +80,7 @@ def index(
         total = len(sample_indices(info.frames, info.fps, fps))
         with tqdm(total=total, desc=given.name, unit="frame", file=sys.stderr,
                   disable=as_json or not sys.stderr.isatty()) as bar:
-            result = index_video(search_model, info, fps, progress=bar.update)
+            result = index_video(search_model, info, fps, progress=bar.update, threads=threads)
         store.add_video(name, str(given), result)
         summaries.append({
             "video": str(given), "frames_sampled": result.frames_sampled, "tracks": len(result.tracks),

@@ -1,8 +1,9 @@
 """The region-encoder interface, point prompts, the training-free encoder, masks to boxes.
 
 One interface, several implementations (training-free here, the learned T-REN head in
-`vqsearch.models.tren`): merging, tracking, storage and queries only ever see the interface.
-The training-free encoder stands where the learned head goes: each
+`vqsearch.models.tren`): merging, tracking, storage and queries only ever see the interface,
+which speaks numpy, so the embedded model indexes without importing torch (a learned head
+converts at its own border). The training-free encoder stands where the learned head goes: each
 prompt's soft mask is its feature affinity to every patch, damped by distance, so a mask grows
 over the patches that look like the prompted one; the region token is the mask-weighted mean
 of the raw patch features (T-REN's values are raw patch tokens too).
@@ -10,11 +11,9 @@ of the raw patch features (T-REN's values are raw patch tokens too).
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 class RegionPooling(Protocol):
@@ -32,40 +31,43 @@ class RegionPooling(Protocol):
         """One frame's context, masks [M, h, w] -> float32 [M, dim], unit norm."""
 
 
-class RegionEncoder(torch.nn.Module):
+class RegionEncoder(Protocol):
     """Point prompts in; k region tokens and soft masks per prompt out.
 
-    forward(feature_maps [B, D, h, w], points [B, P, 2] as (y, x) pixels in the model's input
-    resolution) returns {"tokens": [B, P, k, D], "masks": [B, P, k, h, w]} with masks
-    max-normalised to 1. `project_text` maps (merged) visual tokens to text-aligned tokens, or
-    is None when the model has no text side. A model whose text tokens come from masks instead
-    (REN's training-free transfer) sets `region_pooling`; `project_text` is then not used.
+    `text_tokens` maps (merged) visual tokens to text-aligned tokens; a model with no text side
+    has `text_dim` None. A model whose text tokens come from masks instead (REN's training-free
+    transfer) sets `region_pooling`; `text_tokens` is then not used.
     """
 
-    k: int = 1
-    text_dim: int | None = None
-    region_pooling: RegionPooling | None = None
+    k: int
+    text_dim: int | None
+    region_pooling: RegionPooling | None
 
-    def project_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    def encode(self, features: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Feature maps [B, D, h, w], prompts [P, 2] as (y, x) pixels of the model's input ->
+        float32 tokens [B, P*k, D] and masks [B, P*k, h, w], each mask's peak 1 (prompt-major)."""
 
-
-def grid_points(height: int, width: int, stride: int, every: int = 1) -> torch.Tensor:
-    """(y, x) pixel centres of every `every`-th feature cell: the prompt grid, [P, 2]."""
-    ys = (torch.arange(0, height // stride, every) + 0.5) * stride
-    xs = (torch.arange(0, width // stride, every) + 0.5) * stride
-    return torch.cartesian_prod(ys, xs)
+    def text_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """Visual tokens [M, D] -> float32 text-aligned tokens [M, text_dim]."""
 
 
-class AffinityRegionEncoder(RegionEncoder):
+def grid_points(height: int, width: int, stride: int, every: int = 1) -> np.ndarray:
+    """(y, x) pixel centres of every `every`-th feature cell: the prompt grid, float32 [P, 2]."""
+    ys = (np.arange(0, height // stride, every) + 0.5) * stride
+    xs = (np.arange(0, width // stride, every) + 0.5) * stride
+    return np.stack(np.meshgrid(ys, xs, indexing="ij"), -1).reshape(-1, 2).astype(np.float32)
+
+
+class AffinityRegionEncoder:
     """Training-free region encoder (k=1) with ConSE, region pooling or no text side."""
 
-    def __init__(self, stride: int, temperature: float = 0.05, sigma_cells: float = 2.5, text_projection=None,
+    k = 1
+
+    def __init__(self, stride: int, temperature: float = 0.05, sigma_cells: float = 2.5,
+                 text_projection: Callable[[np.ndarray], np.ndarray] | None = None,
                  region_pooling: RegionPooling | None = None):
-        super().__init__()
         if text_projection is not None and region_pooling is not None:
             raise ValueError("give a text projection or a region pooling, not both")
-        self.k = 1
         self.stride = stride
         self.temperature = temperature
         self.sigma = sigma_cells
@@ -74,34 +76,46 @@ class AffinityRegionEncoder(RegionEncoder):
         side = text_projection if text_projection is not None else region_pooling
         self.text_dim = None if side is None else side.dim
 
-    def forward(self, feature_maps: torch.Tensor, points: torch.Tensor) -> dict[str, torch.Tensor]:
-        b, d, h, w = feature_maps.shape
-        flat = feature_maps.flatten(2).transpose(1, 2)  # [B, N, D]
-        unit = F.normalize(flat, dim=-1)
-        cell_y = (points[..., 0] / self.stride).long().clamp(0, h - 1)
-        cell_x = (points[..., 1] / self.stride).long().clamp(0, w - 1)
-        seeds = torch.gather(unit, 1, (cell_y * w + cell_x).unsqueeze(-1).expand(-1, -1, d))
-        affinity = ((seeds @ unit.transpose(1, 2)) - 1.0) / self.temperature  # [B, P, N]
-        gy, gx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-        dist2 = (cell_y.unsqueeze(-1) - gy.flatten()) ** 2 + (cell_x.unsqueeze(-1) - gx.flatten()) ** 2
-        masks = torch.exp(affinity - dist2 / (2 * self.sigma**2))  # 1 at the prompt's own cell
-        tokens = (masks @ flat) / masks.sum(-1, keepdim=True)
-        return {"tokens": tokens.unsqueeze(2), "masks": masks.view(b, -1, 1, h, w)}
+    def encode(self, features: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b, d, h, w = features.shape
+        flat = features.reshape(b, d, h * w).transpose(0, 2, 1)  # [B, N, D]
+        unit = flat / np.linalg.norm(flat, axis=-1, keepdims=True).clip(1e-12)
+        cell_y = np.clip((points[:, 0] / self.stride).astype(np.int64), 0, h - 1)
+        cell_x = np.clip((points[:, 1] / self.stride).astype(np.int64), 0, w - 1)
+        seeds = unit[:, cell_y * w + cell_x]  # [B, P, D]
+        gy, gx = np.divmod(np.arange(h * w), w)
+        dist2 = (cell_y[:, None] - gy) ** 2 + (cell_x[:, None] - gx) ** 2  # [P, N]
+        logits = (seeds @ unit.transpose(0, 2, 1) - 1.0) / self.temperature - dist2 / (2 * self.sigma**2)
+        masks = np.exp(logits.astype(np.float32))  # 1 at the prompt's own cell
+        tokens = (masks @ flat) / masks.sum(-1, keepdims=True)
+        return tokens.astype(np.float32), masks.reshape(b, -1, h, w)
 
-    def project_text(self, tokens: torch.Tensor) -> torch.Tensor:
+    def text_tokens(self, tokens: np.ndarray) -> np.ndarray:
         if self.text_projection is None:
             raise NotImplementedError("this model has no text side")
-        return torch.from_numpy(self.text_projection(tokens.detach().cpu().numpy()))
+        return self.text_projection(tokens)
+
+
+def _upsample_matrix(size: int, scale: int) -> np.ndarray:
+    """[size*scale, size] bilinear interpolation weights, half-pixel centres (align_corners=False)."""
+    out = np.zeros((size * scale, size), np.float32)
+    source = ((np.arange(size * scale) + 0.5) / scale - 0.5).clip(0, None)
+    low = np.minimum(source.astype(np.int64), size - 1)
+    high = np.minimum(low + 1, size - 1)
+    frac = (source - low).astype(np.float32)
+    rows = np.arange(size * scale)
+    np.add.at(out, (rows, low), 1 - frac)
+    np.add.at(out, (rows, high), frac)
+    return out
 
 
 def half_max_masks(masks: np.ndarray) -> np.ndarray:
     """Soft masks [M, h, w] -> binary masks [M, 4h, 4w]: upsampled 4x bilinearly, then kept at half
     their peak, so a region's edge can fall inside a coarse cell (its box, colour and detections)."""
-    m = masks.shape[0]
+    m, h, w = masks.shape
     if m == 0:
-        return np.zeros((0, 4 * masks.shape[1], 4 * masks.shape[2]), bool)
-    up = F.interpolate(torch.from_numpy(np.ascontiguousarray(masks, np.float32)).unsqueeze(1), scale_factor=4,
-                       mode="bilinear", align_corners=False)[:, 0].numpy()
+        return np.zeros((0, 4 * h, 4 * w), bool)
+    up = _upsample_matrix(h, 4) @ masks.astype(np.float32) @ _upsample_matrix(w, 4).T
     return up >= 0.5 * up.reshape(m, -1).max(1).clip(1e-8)[:, None, None]
 
 

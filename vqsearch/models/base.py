@@ -1,6 +1,6 @@
 """What every model is built from: a frozen backbone, a region encoder, a text encoder, a config.
 
-Nothing here imports torch: `query` loads this to answer from ONNX Runtime and FAISS alone.
+Nothing here imports torch: `query` loads this to answer from OpenVINO and FAISS alone.
 The region-encoder interface itself lives in `vqsearch.regions`.
 """
 

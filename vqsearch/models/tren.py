@@ -48,13 +48,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vqsearch.errors import VQSearchError
 from vqsearch.models.checkpoints import CheckpointError, read_state_dict
-from vqsearch.regions import RegionEncoder
 
 OFFICIAL_KEY_MAP: dict[str, str] = {
     r"^scale_embeddings\.": "queries.",
@@ -198,8 +198,14 @@ class _DecoderLayer(nn.Module):
         return x.reshape(b, p, k, d)
 
 
-class TRENHead(RegionEncoder):
-    """T-REN head: point prompts + frozen patch features -> k region tokens, masks, text tokens."""
+class TRENHead(nn.Module):
+    """T-REN head: point prompts + frozen patch features -> k region tokens, masks, text tokens.
+
+    A `vqsearch.regions.RegionEncoder`: `encode` and `text_tokens` take and give numpy arrays,
+    running the head on the device its weights sit on (bfloat16 autocast on a GPU).
+    """
+
+    region_pooling = None
 
     def __init__(self, config: TRENConfig | None = None) -> None:
         super().__init__()
@@ -263,6 +269,22 @@ class TRENHead(RegionEncoder):
     def project_text(self, tokens: torch.Tensor) -> torch.Tensor:
         """Visual tokens [..., D] (merged or not) -> text-aligned tokens [..., T]."""
         return self.text_proj(tokens)
+
+    def _run(self, fn, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+        device = next(self.parameters()).device
+        with torch.inference_mode(), torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+            out = fn(*(torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in arrays))
+        return tuple(o.float().cpu().numpy() for o in (out if isinstance(out, tuple) else (out,)))
+
+    def encode(self, features: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def forward(f: torch.Tensor, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self(f, p)
+            return out["tokens"].flatten(1, 2), out["masks"].flatten(1, 2)
+
+        return self._run(forward, features, points)
+
+    def text_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        return self._run(self.project_text, tokens)[0]
 
 
 def _gaussian_from_table(table: torch.Tensor) -> torch.Tensor:
