@@ -1,12 +1,12 @@
 """Video in, track tokens out: decode -> backbone -> region encoder -> in-frame merge -> tracks.
 
-Three stages overlap in their own threads with bounded queues between them: decoding, the
-models (backbone, and detector on the frames it sees), and the rest (regions, merges, tracks).
-Nothing here imports torch: the embedded model indexes on OpenVINO and numpy alone.
+Four stages overlap, each in its own thread, with a few frames in bounded queues between them:
+decoding, the backbone, the detector (on the frames it sees), and the rest (regions, merges,
+tracks). Nothing here imports torch: the embedded model indexes on OpenVINO and numpy alone.
 
 Each region observation also gets its text token (projected or pooled per region), its colour
-histogram (`vqsearch.colours`) and, on the frames a model's detector sees (`detect_fps`, run
-in the decoding thread beside the backbone), its detection evidence; a track keeps their means.
+histogram (`vqsearch.colours`) and, on the frames a model's detector sees (`detect_fps`), its
+detection evidence; a track keeps their means.
 Tracks end at shot cuts (`indexer.shots`); the cuts are kept so answers never cross them either.
 """
 
@@ -93,7 +93,7 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
 
 @dataclass
 class Batch:
-    """One batch of sampled frames through the model stage."""
+    """One batch of sampled frames on its way through the stages."""
 
     frames: list[int]                       # original frame numbers
     pixels: np.ndarray                      # uint8 [B, H, W, 3] at the backbone's input size
@@ -102,21 +102,26 @@ class Batch:
     detections: list[list[Detection] | None]  # on every `every`-th sampled frame, else None
 
 
-def infer(chunks: Iterator[tuple[list[int], np.ndarray]], model: SearchModel, detector: Detector | None,
-          every: int) -> Iterator[Batch]:
-    """The model stage: backbone features (with context when the text side pools regions) and
-    the detector's findings on every `every`-th sampled frame."""
+def backbone_stage(chunks: Iterator[tuple[list[int], np.ndarray]], model: SearchModel) -> Iterator[Batch]:
+    """Backbone features (with context when the text side pools regions)."""
     pooling = model.region_encoder.region_pooling is not None
-    seen = 0
     for chunk, frames in chunks:
         if pooling:
             features, contexts = model.backbone.features_with_context(frames)
         else:
             features, contexts = model.backbone.features(frames), None
-        found = [detector(frames[b]) if detector is not None and (seen + b) % every == 0 else None
-                 for b in range(len(chunk))]
-        seen += len(chunk)
-        yield Batch(chunk, frames, features, contexts, found)
+        yield Batch(chunk, frames, features, contexts, [None] * len(chunk))
+
+
+def detect_stage(batches: Iterator[Batch], detector: Detector | None, every: int) -> Iterator[Batch]:
+    """The detector's findings on every `every`-th sampled frame."""
+    seen = 0
+    for step in batches:
+        if detector is not None:
+            step.detections = [detector(step.pixels[b]) if (seen + b) % every == 0 else None
+                                for b in range(len(step.frames))]
+        seen += len(step.frames)
+        yield step
 
 
 class LateLabels:
@@ -160,9 +165,10 @@ class LateLabels:
             track.labelled_frames = 1
 
 
-def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8, progress=None,
+def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int | None = None, progress=None,
                 threads: int | None = None) -> IndexedVideo:
-    """Turn one video into track tokens. `progress(n)` is called with each batch's frame count.
+    """Turn one video into track tokens. `progress(n)` is called with each batch's frame count;
+    `batch` frames go through the backbone at once (default: what suits the backbone).
 
     `threads`: CPU threads for a torch backbone (default every core; the embedded model's
     OpenVINO graphs take theirs from `vqsearch.models.runtime`). BLAS runs single-threaded: the
@@ -179,7 +185,7 @@ def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int = 8,
         torch.set_num_threads(threads or default_threads())
     try:
         with threadpool_limits(limits=1, user_api="blas"):
-            return _index_video(model, info, fps, batch, progress)
+            return _index_video(model, info, fps, batch or model.backbone.batch, progress)
     finally:
         if torch:
             torch.set_num_threads(before)
@@ -200,7 +206,10 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
     previous: tuple[int, FrameLook] | None = None
     every = max(1, round(fps / config.detect_fps))
     late = LateLabels(detector, every, config.min_track_frames, (info.height, info.width))
-    for step in prefetch(infer(prefetch(stream(info, indices, size, batch)), model, detector, every)):
+    depth = max(2, 8 // batch)  # a few frames in flight between stages, whatever the batch
+    decoded = prefetch(stream(info, indices, size, batch), depth)
+    encoded = prefetch(backbone_stage(decoded, model), depth)
+    for step in prefetch(detect_stage(encoded, detector, every), depth):
         features = step.features
         patch_tokens += features.shape[0] * features.shape[2] * features.shape[3]
         tokens, masks = encoder.encode(features, points)

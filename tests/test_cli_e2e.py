@@ -158,6 +158,17 @@ def test_query_does_not_import_torch(db):
     assert run.stdout.strip().splitlines()[-1] == "False", run.stderr
 
 
+def test_the_embedded_model_indexes_without_torch(db, videos, tmp_path):
+    """With its graphs converted (the `db` fixture did it), indexing runs on OpenVINO and numpy."""
+    code = ("import sys; from vqsearch.cli import app\n"
+            f"try: app(['index', {str(videos / 'bedroom.mp4')!r}, '--db', {str(tmp_path / 'db')!r}, '--threads', '1',"
+            " '--json'], standalone_mode=False)\n"
+            "except SystemExit: pass\n"
+            "print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ.copy())
+    assert '"tracks"' in run.stdout and run.stdout.strip().splitlines()[-1] == "False", run.stderr
+
+
 def test_ctrl_c_exits_130_and_leaves_the_index_alone(db, videos, tmp_path):
     import shutil
     import signal

@@ -113,6 +113,7 @@ def images(tmp_path_factory) -> dict[str, Path]:
     (["index", "{video}", "--fps", "nan"], "--fps must be a positive number"),
     (["index", "{video}", "--fps", "inf"], "--fps must be a positive number"),
     (["index", "{video}", "--fps", "-1"], "--fps must be a positive number"),
+    (["index", "{video}", "--threads", "0"], "--threads must be at least 1"),
     (["query", "--crop", "{huge}"], "megapixels"),
     (["query", "--crop", "{bomb}"], "megapixels"),
     (["query", "--crop", "{empty}"], "cannot read crop image"),

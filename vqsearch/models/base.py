@@ -24,6 +24,7 @@ class Backbone(Protocol):
 
     dim: int
     stride: int
+    batch: int  # frames per `features` call that index fastest (1 on the CPU graph: its activations fit in cache)
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Model input (H, W) for a frame of the given size, keeping its aspect ratio."""

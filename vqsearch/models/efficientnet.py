@@ -55,6 +55,7 @@ class EfficientNetLite0:
 
     dim = 1280
     stride = 32
+    batch = 1  # measured: 9.6 ms a frame one at a time, 11.6 in batches of 8 (and 5x the memory)
 
     def __init__(self, long_side: int = 512, threads: int | None = None) -> None:
         self.long_side = long_side

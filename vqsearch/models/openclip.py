@@ -185,6 +185,7 @@ class OpenCLIPBackbone:
         self.device = resolve_device(device)
         self.visual = visual.to(self.device).eval().requires_grad_(False)
         self.stride = ph
+        self.batch = 8
         self.dim = visual.conv1.out_channels
         self.long_side = long_side
         cfg = getattr(visual, "preprocess_cfg", {}) or {}

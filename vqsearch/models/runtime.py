@@ -52,29 +52,30 @@ def default_threads() -> int:
 
 
 class Frozen:
-    """A compiled model; `run(**inputs)` is safe from several threads (one request per thread)."""
+    """A compiled model with one inference request, shared under a lock: each inference already
+    uses the cores it was given, and every request holds its own activations (hundreds of MB)."""
 
     def __init__(self, compiled) -> None:
         self.compiled = compiled
-        self._local = threading.local()
+        self._request = compiled.create_infer_request()
+        self._lock = threading.Lock()
 
     def run(self, **inputs: np.ndarray) -> list[np.ndarray]:
         """Outputs in the model's order, as arrays the caller owns."""
-        request = getattr(self._local, "request", None)
-        if request is None:
-            request = self._local.request = self.compiled.create_infer_request()
-        result = request.infer(inputs)
-        return [np.array(result[output]) for output in self.compiled.outputs]
+        with self._lock:
+            result = self._request.infer(inputs)
+            return [np.array(result[output]) for output in self.compiled.outputs]
 
 
 def compiled(name: str, fingerprint: str, export: Callable[[Path], None], suffix: str = ".onnx",
-             threads: int | None = None) -> Frozen:
+             threads: int | None = None, precision: str = "f32") -> Frozen:
     """The model `name` compiled for the CPU, calling `export(path)` first if no cached file exists.
 
     `fingerprint` must change whenever the exported graph would (weights file, code version): it
     names the cache file. `export` writes into a temporary directory that is renamed into place,
     so a crash never leaves a half-written model behind (OpenVINO's .xml keeps its weights in a
-    .bin beside it). `threads`: CPU threads for one inference (default: every core).
+    .bin beside it). `threads`: CPU threads for one inference (default: every core). `precision`:
+    "f32", or "bf16" where the CPU computes it natively.
     """
     import openvino as ov
 
@@ -89,6 +90,6 @@ def compiled(name: str, fingerprint: str, export: Callable[[Path], None], suffix
                 os.replace(part, path.parent / part.name)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads or default_threads(),
+    config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads or default_threads(),
               "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "CACHE_DIR": str(cache_dir() / "openvino")}
     return Frozen(ov.Core().compile_model(str(path), "CPU", config))
