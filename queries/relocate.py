@@ -3,7 +3,8 @@
 3. the last occurrence's coarse boxes become a tight box: with SAM 2 weights, SAM 2's mask of the
    candidate's point refined on a context crop; without, the similarity map of the query token on
    re-encoded context crops (`queries.localize`), on a few of the track's frames, keeping the
-   frame where the query matches best as the anchor;
+   frame where the query matches best as the anchor, then a detected box in its place where the
+   model has a detector and that box's crop looks more like the query;
 4. from the anchor the object is followed on every sampled frame of its shot up to the query
    frame: SAM 2's video predictor, or OpenCV's CSRT checked by the query's appearance
    (`queries.tracker`), each tracked box then tightened by one round of step 3;
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from queries.hits import Box, Hit
-from queries.localize import refine_box
+from queries.localize import refine_box, snap_to_detection
 from queries.sam2_stages import SAM2Stages, clip_box, read_frames, scale_box
 from queries.tracker import TrackSettings, fill_frames, track_object
 
@@ -119,13 +120,19 @@ def _similarity_stages(engine: QueryEngine, hit: Hit, images: dict[int, np.ndarr
     match of `token` (one round each, then two more on the winner); CSRT follows it on the
     shot's sampled frames, decoded once at a reduced size, each new box compared with `token`, or
     with the anchor's own crop when `check_anchor` (a track token is not a crop's: a text query);
-    each tracked box then gets one round of refinement."""
+    each tracked box then gets one round of refinement. Refined boxes snap to a detected box
+    where the model has a detector and the detected box's crop matches better."""
     import decord
 
-    backbone = engine.model.backbone
+    backbone, detector = engine.model.backbone, engine.model.detector
+
+    def tighten(image: np.ndarray, box: tuple, rounds: int) -> tuple:
+        box = refine_box(backbone, image, box, token, rounds=rounds).box
+        return box if detector is None else snap_to_detection(detector, engine.encode_crop, image, box, token)
+
     first = {f: refine_box(backbone, image, own[f], token, rounds=1) for f, image in images.items()}
     anchor = max(first, key=lambda f: first[f].score)
-    box = refine_box(backbone, images[anchor], first[anchor].box, token, rounds=2).box
+    box = tighten(images[anchor], first[anchor].box, rounds=2)
     refined = _unit(engine.encode_crop(_crop(images[anchor], box)))
 
     height, width = images[anchor].shape[:2]
@@ -147,7 +154,7 @@ def _similarity_stages(engine: QueryEngine, hit: Hit, images: dict[int, np.ndarr
     for i in np.linspace(0, len(others) - 1, min(len(others), REFINED_FRAMES)):
         f = others[round(i)]
         x, y, w, h = track[f]
-        fx, fy, fw, fh = refine_box(backbone, small[f], (x * sx, y * sy, w * sx, h * sy), token, rounds=1).box
+        fx, fy, fw, fh = tighten(small[f], (x * sx, y * sy, w * sx, h * sy), rounds=1)
         track[f] = (fx / sx, fy / sy, fw / sx, fh / sy)
     return track, refined
 
