@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,9 +26,24 @@ def need_shared(path: Path) -> Path:
     return path
 
 
+def vqsearch(*args: str) -> subprocess.CompletedProcess:
+    """The `vqsearch` command in a fresh process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "vqsearch.cli", *args], capture_output=True, text=True,
+                          env=os.environ.copy(), timeout=300)
+
+
 @pytest.fixture(scope="session")
 def videos() -> Path:
     return need_shared(VIDEOS)
+
+
+@pytest.fixture(scope="session")
+def indexed_db(videos: Path, tmp_path_factory) -> Path:
+    """bedroom.mp4 indexed once per session by the embedded model; tests change copies of it."""
+    root = tmp_path_factory.mktemp("indexed") / "db"
+    done = vqsearch("index", str(videos / "bedroom.mp4"), "--db", str(root))
+    assert done.returncode == 0, done.stderr
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -101,3 +101,100 @@ def test_failed_write_leaves_previous_index_whole(tmp_path, video_files, monkeyp
 def test_missing_index_is_a_clear_error(tmp_path):
     with pytest.raises(VQSearchError, match="no index at"):
         Store.open(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_repair_takes_vectors_only_where_an_id_is_still_the_same_track(tmp_path, video_files, legacy):
+    """Generation 2's files are left over; generation 4's visual file is lost. a's tracks are in
+    generation 2 under the same ids; c's are nowhere: c's ids were never given before (SQLite alone
+    would have given it b's), so b's vectors are not taken for c. An index that never recorded
+    unique ids (`legacy`) trusts no generation but the committed one: both are lost."""
+    import shutil
+    import sqlite3
+
+    root = tmp_path / "db"
+    c_file = tmp_path / "c.mp4"
+    c_file.write_bytes(b"c")
+    a = _indexed(video_files[0], 3, 0)
+    store = Store.open(root, create=True)
+    store.add_video("m", "a.mp4", a)
+    store.add_video("m", "b.mp4", _indexed(video_files[1], 2, 1))
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    for path in root.glob("*-2.faiss"):
+        shutil.copy(path, kept)
+    store.remove_video(video_files[1])
+    store.add_video("m", "c.mp4", _indexed(c_file, 2, 2))
+    assert store.track_ids(store.find_video(c_file)) == [6, 7]
+    for path in kept.iterdir():
+        shutil.copy(path, root)
+    (root / "visual-4.faiss").unlink()
+    if legacy:
+        connection = sqlite3.connect(root / "index.sqlite")
+        connection.execute("DELETE FROM meta WHERE key = 'unique_ids_from'")
+        connection.commit()
+        connection.close()
+    with pytest.raises(VQSearchError, match="visual-4.faiss is missing; `vqsearch check"):
+        Store.open(root)
+
+    done = Store.open(root, verify=False).repair()
+    lost = [(Path(path).name, tracks) for path, tracks in done.lost]
+    reopened = Store.open(root)
+    if legacy:
+        assert lost == [("a.mp4", 3), ("c.mp4", 2)] and done.rebuilt == {}
+        assert _state(reopened) == ([], None)
+        return
+    assert lost == [("c.mp4", 2)] and done.rebuilt == {
+        "visual": ["visual-2.faiss"], "text": ["text-4.faiss"], "colour": ["colour-4.faiss"]}
+    assert _state(reopened) == ([("a.mp4", 3)], (3, 3))
+    assert np.array_equal(reopened.vectors().visual.reconstruct_batch(np.arange(1, 4)), a.visual)
+    assert sorted(p.name for p in root.glob("*.faiss*")) == ["colour-5.faiss", "text-5.faiss", "visual-5.faiss"]
+    assert Store.open(root, verify=False).repair() is None
+
+
+def test_an_index_repaired_to_nothing_takes_new_videos(tmp_path, video_files):
+    root = tmp_path / "db"
+    Store.open(root, create=True).add_video("m", "a.mp4", _indexed(video_files[0], 3, 0))
+    (root / "visual-1.faiss").write_bytes(b"\0" * 100)
+    done = Store.open(root, verify=False).repair()
+    assert [tracks for _, tracks in done.lost] == [3] and not list(root.glob("*.faiss*"))
+    store = Store.open(root)
+    assert _state(store) == ([], None) and store.health().problems == []
+    store.add_video("m", "b.mp4", _indexed(video_files[1], 2, 1))
+    assert _state(Store.open(root)) == ([("b.mp4", 2)], (2, 2))
+
+
+def test_a_failure_after_the_commit_deletes_none_of_the_files_it_names(tmp_path, video_files, monkeypatch):
+    """The files a write leaves behind when it fails are swept, but never those the database
+    committed to, whatever the failure."""
+    from sqlalchemy.orm import Session
+
+    root = tmp_path / "db"
+    store = Store.open(root, create=True)
+    store.add_video("m", "a.mp4", _indexed(video_files[0], 3, 0))
+    commit = Session.commit
+
+    def commit_then_fail(session):
+        commit(session)
+        raise OSError("I/O error after the commit")
+
+    monkeypatch.setattr(Session, "commit", commit_then_fail)
+    with pytest.raises(OSError):
+        store.add_video("m", "b.mp4", _indexed(video_files[1], 2, 1))
+    monkeypatch.undo()
+    assert _state(Store.open(root)) == ([("a.mp4", 3), ("b.mp4", 2)], (5, 5))
+
+
+def test_rows_another_program_left_without_their_parent_are_found_and_removed(tmp_path, video_files):
+    import sqlite3
+
+    root = tmp_path / "db"
+    Store.open(root, create=True).add_video("m", "a.mp4", _indexed(video_files[0], 3, 0))
+    connection = sqlite3.connect(root / "index.sqlite")  # foreign keys are off by default here
+    connection.execute("DELETE FROM videos")
+    connection.commit()
+    connection.close()
+    assert Store.open(root, verify=False).health().problems == ["3 rows of tracks belong to no row of videos"]
+    done = Store.open(root, verify=False).repair()
+    assert (done.orphan_rows, done.lost, done.rebuilt) == (3, [], {})
+    assert Store.open(root).health().problems == [] and _state(Store.open(root)) == ([], None)

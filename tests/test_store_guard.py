@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import vqsearch
+
 pytestmark = pytest.mark.slow
-
-
-def vqsearch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vqsearch.cli", *args], capture_output=True, text=True,
-                          env=os.environ.copy(), timeout=300)
-
-
-@pytest.fixture(scope="module")
-def good_db(videos: Path, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("good") / "db"
-    done = vqsearch("index", str(videos / "bedroom.mp4"), "--db", str(root))
-    assert done.returncode == 0, done.stderr
-    return root
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -77,11 +64,11 @@ DAMAGE = {"zero-byte index.sqlite": (_zero_bytes, "empty (0 bytes)"),
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 @pytest.mark.parametrize("command", ["list", "query", "index", "remove"])
-def test_a_damaged_index_is_refused_and_left_as_it_is(good_db, videos, tmp_path, damage, command, ball_crop):
+def test_a_damaged_index_is_refused_and_left_as_it_is(indexed_db, videos, tmp_path, damage, command, ball_crop):
     import shutil
 
     root = tmp_path / "db"
-    shutil.copytree(good_db, root)
+    shutil.copytree(indexed_db, root)
     harm, says = DAMAGE[damage]
     harm(root)
     before = _files(root)
@@ -119,11 +106,11 @@ def images(tmp_path_factory) -> dict[str, Path]:
     (["query", "--crop", "{empty}"], "cannot read crop image"),
     (["query", "--text", "ball", "--top-k", "0"], "--top-k must be at least 1"),
 ])
-def test_bad_arguments_are_one_line_and_write_nothing(good_db, videos, tmp_path, images, args, says):
+def test_bad_arguments_are_one_line_and_write_nothing(indexed_db, videos, tmp_path, images, args, says):
     import shutil
 
     root = tmp_path / "db"
-    shutil.copytree(good_db, root)
+    shutil.copytree(indexed_db, root)
     before = _files(root)
     values = {"video": str(videos / "bedroom.mp4"), **{k: str(v) for k, v in images.items()}}
     done = vqsearch(*(a.format(**values) for a in args), "--db", str(root))
@@ -133,13 +120,13 @@ def test_bad_arguments_are_one_line_and_write_nothing(good_db, videos, tmp_path,
     assert _files(root) == before
 
 
-def test_an_index_that_cannot_be_written_is_refused_before_any_video_work(good_db, tmp_path, videos):
+def test_an_index_that_cannot_be_written_is_refused_before_any_video_work(indexed_db, tmp_path, videos):
     """The lock file is a folder (as a permission error would be; tests run as root, so chmod is
     no test here): one line at once, not after the video was processed, and the index as it was."""
     import shutil
 
     root = tmp_path / "db"
-    shutil.copytree(good_db, root)
+    shutil.copytree(indexed_db, root)
     (root / ".lock").unlink(missing_ok=True)
     (root / ".lock").mkdir()
     before = _files(root)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -171,7 +173,7 @@ def list_videos(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> No
     """List indexed videos."""
     from vqsearch.store import Store
 
-    store = Store.open(_db(db))
+    store = Store.open(_db(db), verify=False)  # reads no vectors: lists a damaged index too, for repair
     model = store.model_name
     rows = [{"video": v.path, "frames": v.frames, "fps": round(v.fps, 3), "tracks": n, "model": model,
              **({"declared_frames": v.gap.declared_frames} if v.gap else {})}
@@ -195,6 +197,65 @@ def remove(video: Path = typer.Argument(..., help="An indexed video."), db: Opti
     if not Store.open(_db(db)).remove_video(video):
         raise VQSearchError(f"video not in the index: {video}")
     typer.echo(f"Removed {video}")
+
+
+@app.command()
+def check(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> None:
+    """Check that the index is sound: its database, and its FAISS files against its rows.
+
+    Exit status 0 when it is; else 1, with one line per problem."""
+    from dataclasses import asdict
+
+    from vqsearch.store import Store
+
+    root = _db(db)
+    health = Store.open(root, verify=False).health()
+    if as_json:
+        typer.echo(json.dumps({"db": str(root), "sound": not health.problems, **asdict(health)}))
+    else:
+        for problem in health.problems:
+            typer.echo(f"problem: {problem}")
+        if not health.problems:
+            typer.echo(f"{root}: sound: {health.videos} videos, {health.tracks} tracks, model {health.model}, "
+                       f"schema {health.schema}, generation {health.generation} "
+                       f"({', '.join(health.files) or 'no FAISS files'})")
+        if health.orphans:
+            typer.echo(f"left over by an interrupted write (the next write removes them): "
+                       f"{', '.join(health.orphans)}")
+    if health.problems:
+        raise VQSearchError(f"the index at {root} is not sound ({len(health.problems)} problem(s)): "
+                            f"`vqsearch repair --db {shlex.quote(str(root))}` keeps what can be kept")
+
+
+@app.command()
+def repair(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> None:
+    """Make an unsound index consistent, keeping what can be kept.
+
+    FAISS files are rebuilt from those still on disk (an older generation left by a crash); the
+    videos whose vectors are in none are removed, in one atomic write, and listed to be indexed again."""
+    from vqsearch.store import Store
+
+    root = _db(db)
+    done = Store.open(root, verify=False).repair()
+    if as_json:
+        report = {"db": str(root), "repaired": done is not None}
+        if done is not None:
+            report |= {"generation": done.generation, "rebuilt": done.rebuilt, "orphan_rows": done.orphan_rows,
+                       "lost": [{"video": video, "tracks": tracks} for video, tracks in done.lost]}
+        typer.echo(json.dumps(report))
+        return
+    if done is None:
+        typer.echo(f"{root}: sound, nothing to repair")
+        return
+    for kind, sources in done.rebuilt.items():
+        typer.echo(f"{kind} vectors from {', '.join(sources)}")
+    if done.orphan_rows:
+        typer.echo(f"removed {done.orphan_rows} rows that belonged to no row")
+    for video, tracks in done.lost:
+        typer.echo(f"lost: {video} ({tracks} tracks): its vectors are in no file left")
+    typer.echo(f"{root}: repaired (generation {done.generation}); " + (
+        f"index the lost videos again: vqsearch index {' '.join(shlex.quote(video) for video, _ in done.lost)} "
+        f"--db {shlex.quote(str(root))}" if done.lost else "nothing lost"))
 
 
 bench = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -293,12 +354,24 @@ def bench_make_davis(
     typer.echo(str(path))
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt: every `finally` runs."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit status 1; Ctrl-C exits 130."""
+    """Entry point: user errors become one line on stderr and exit status 1; Ctrl-C exits 130,
+    SIGTERM 143 (128 + the signal's number, as a shell reports it)."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         code = app(standalone_mode=False)  # returns a command's exit code, 130 on Ctrl-C
     except KeyboardInterrupt:
         code = 130
+    except Terminated:
+        code = 143
     except VQSearchError as error:
         _fail(str(error))
     except typer.Exit as done:
@@ -311,8 +384,8 @@ def main() -> None:
         if isinstance(error, click.ClickException):
             _fail(error.format_message())
         raise
-    if code == 130:  # the index is as it was: every write is one atomic switch
-        typer.echo("vqsearch: interrupted", err=True)
+    if code in (130, 143):  # the index is as it was: every write is one atomic switch
+        typer.echo(f"vqsearch: {'interrupted' if code == 130 else 'terminated'}", err=True)
     if isinstance(code, int) and code:
         sys.exit(code)
 

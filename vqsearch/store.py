@@ -6,21 +6,26 @@ Layout of a database directory:
   text-<gen>.faiss         unit text-aligned track tokens (models with a text side)
   colour-<gen>.faiss       colour-term histograms of the tracks (schema 3 on)
 Every write builds the next generation's FAISS files beside the current ones, then commits the
-SQLite transaction that switches `generation` to them: a crash at any point leaves either the
-old or the new index whole. Writers hold an exclusive lock on the directory.
+SQLite transaction that switches `generation` (and `kinds`, the files it names) to them: a crash
+at any point leaves either the old or the new index whole. Writers hold an exclusive lock on the
+directory. Opening checks that the committed files match the rows (count and ids); `repair`
+rebuilds them from the FAISS files still on disk, or removes the videos whose vectors are lost.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import shlex
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
-from sqlalchemy import Float, ForeignKey, Integer, String, create_engine, event, select
+from sqlalchemy import Float, ForeignKey, Integer, String, create_engine, delete, event, func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from vqsearch.errors import VQSearchError
@@ -28,7 +33,10 @@ from vqsearch.errors import VQSearchError
 if TYPE_CHECKING:
     from indexer.pipeline import IndexedVideo
 
-SCHEMA_VERSION = "3"  # 2: shot cuts per video; 3: track colours (older indexes read without them)
+# 2: shot cuts per video; 3: track colours (older indexes read without them); 4: each generation
+# names its files (`kinds`) and track ids are never reused (`repair` relies on both; a vqsearch
+# that knows only 1-3 refuses it)
+SCHEMA_VERSION = "4"
 
 
 class Base(DeclarativeBase):
@@ -103,7 +111,7 @@ class Observation(Base):
     height: Mapped[float] = mapped_column(Float)
 
 
-KNOWN_SCHEMAS = ("1", "2", "3")
+KNOWN_SCHEMAS = ("1", "2", "3", "4")
 _TABLES = {"meta", "videos", "tracks", "observations"}
 
 
@@ -150,7 +158,70 @@ def _new_index(dim: int):
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
+def _load_index(path: Path, flags: int = 0):
+    """A FAISS file as vqsearch writes them (an ID map), or a VQSearchError saying what is wrong."""
+    import faiss
+
+    if not path.is_file():
+        raise VQSearchError(f"{path.name} is missing")
+    try:
+        index = faiss.read_index(str(path), flags)
+    except RuntimeError:
+        raise VQSearchError(f"{path.name} is unreadable (truncated or corrupt)") from None
+    if not isinstance(index, faiss.IndexIDMap2):
+        raise VQSearchError(f"{path.name} is not a vqsearch vector file")
+    return index
+
+
+def _orphaned() -> list[tuple[object, str, object]]:
+    """(table, parent table, condition) for the rows whose parent row is gone: impossible while
+    SQLite enforces the foreign keys, as vqsearch's connections do, but not for other programs'."""
+    return [(table, key.column.table.name, key.parent.not_in(select(key.column)))
+            for table in Base.metadata.sorted_tables for key in table.foreign_keys]
+
+
+def _fsync(path: Path) -> None:
+    """Sync a file, or a directory's entries, to the disk."""
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 KINDS = ("visual", "text", "colour")
+
+
+def _generation(meta: dict[str, str]) -> int:
+    """The committed generation (0: no vectors were ever written)."""
+    return int(meta.get("generation", "0"))
+
+
+@dataclass
+class Health:
+    """What `vqsearch check` finds. Problems make an index unsound; orphans (FAISS files the
+    committed generation does not name, left by a crash) harm nothing and go at the next write."""
+
+    videos: int
+    tracks: int
+    model: str | None
+    schema: str | None
+    generation: int
+    files: list[str]
+    problems: list[str]
+    orphans: list[str]
+
+
+@dataclass
+class Repair:
+    """What `repair` did: per kind, the files its vectors were rebuilt from (none when no track
+    is left); the videos removed because their vectors are in no file left (absolute path,
+    tracks), to be indexed again; and the rows removed because their parent row was gone."""
+
+    generation: int
+    rebuilt: dict[str, list[str]]
+    lost: list[tuple[str, int]]
+    orphan_rows: int
 
 
 @dataclass
@@ -179,18 +250,25 @@ class Store:
         self.device = device  # "auto" or "cuda": search on a GPU when faiss-gpu sees one
 
     @classmethod
-    def open(cls, root: Path, create: bool = False, device: str = "cpu") -> Store:
-        """Open an index, checking first that it is one (nothing is written to anything else)."""
+    def open(cls, root: Path, create: bool = False, device: str = "cpu", verify: bool = True) -> Store:
+        """Open an index, checking first that it is one and (with `verify`) that its committed
+        FAISS files match its rows: nothing is written to anything else."""
         root = Path(root)
         if root.exists() and not root.is_dir():
             raise VQSearchError(f"--db {root} is a file, not a directory")
-        if not (root / "index.sqlite").exists():
+        existing = (root / "index.sqlite").exists()
+        if not existing:
             if not create:
                 raise VQSearchError(f"no index at {root}: run `vqsearch index VIDEO --db {root}` first")
+            if any(root.glob("*.faiss")):  # a new index's first write would sweep them
+                raise VQSearchError(f"{root} holds FAISS files but no index.sqlite: restore index.sqlite from a "
+                                    "backup, or index into another --db")
             root.mkdir(parents=True, exist_ok=True)
         else:
             _check_index_file(root / "index.sqlite")
         store = cls(root, device)
+        if existing and verify:
+            store.verify()
         Base.metadata.create_all(store.engine)  # adds the tables a newer schema brings (shot_cuts)
         return store
 
@@ -240,37 +318,96 @@ class Store:
         return found or session.scalars(select(Video).where(Video.path == str(path))).first()
 
     # --- vectors ------------------------------------------------------------------------------
-    def _generation(self, session: Session) -> int:
-        return int(self._meta(session).get("generation", "0"))
-
     def _faiss_path(self, kind: str, generation: int) -> Path:
         return self.root / f"{kind}-{generation}.faiss"
+
+    def _committed_files(self, meta: dict[str, str]) -> dict[str, Path]:
+        """The FAISS files the committed generation names, by kind. Indexes written before `kinds`
+        was recorded name visual, colour from schema 3 on, and text when its file is there."""
+        generation = _generation(meta)
+        if generation == 0:
+            return {}
+        if "kinds" in meta:
+            kinds = [kind for kind in KINDS if kind in meta["kinds"].split(",")]
+        else:
+            kinds = [kind for kind in KINDS if kind == "visual" or (kind == "colour" and meta.get("schema") == "3")
+                     or (kind == "text" and self._faiss_path(kind, generation).exists())]
+        return {kind: self._faiss_path(kind, generation) for kind in kinds}
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Session]:
+        """A session whose reads are one transaction, so a writer can neither commit nor sweep the
+        files it reads about until it ends (SQLite's driver begins no transaction for reads)."""
+        with Session(self.engine) as session:
+            session.execute(text("BEGIN"))
+            yield session
 
     def vectors(self) -> Vectors | None:
         """The current generation's FAISS indexes, read once per Store; None for an empty index."""
         if self._vectors is None:
-            with Session(self.engine) as session:
-                generation = self._generation(session)
-            if generation == 0:
-                return None
-            visual = self._read_index(self._faiss_path("visual", generation))
-            optional = {kind: self._read_index(path) for kind in KINDS[1:]
-                        if (path := self._faiss_path(kind, generation)).exists()}
-            self._vectors = Vectors(visual, **optional)
+            with self._snapshot() as session:
+                try:
+                    indexes = {kind: _load_index(path)
+                               for kind, path in self._committed_files(self._meta(session)).items()}
+                except VQSearchError as problem:
+                    raise self._damaged([str(problem)]) from None
+            self._vectors = Vectors(**indexes) if indexes else None
         return self._vectors
 
-    def _read_index(self, path: Path):
-        """A FAISS file of the committed generation, or one line on what is lost."""
+    def verify(self) -> None:
+        """Refuse, in one line, an index whose committed FAISS files do not match its rows. Cheap:
+        the files are memory-mapped and only their headers and ids are read."""
+        with self._snapshot() as session:
+            problems = self._vector_problems(session)
+        if problems:
+            raise self._damaged(problems)
+
+    def _damaged(self, problems: list[str]) -> VQSearchError:
+        """One line: the first problem, and the two commands that list them all and recover."""
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        db = shlex.quote(str(self.root))
+        return VQSearchError(f"the index at {self.root} is damaged: {problems[0]}{more}; `vqsearch check --db {db}` "
+                             f"lists what is wrong, `vqsearch repair --db {db}` keeps what can be kept")
+
+    def _vector_problems(self, session: Session) -> list[str]:
+        """Each committed FAISS file that is missing, unreadable, or holds other ids than the tracks'."""
         import faiss
 
-        lost = (f"the index at {self.root} names {path.name}, which is {{}}: its track vectors are lost; "
-                "index the videos again into another --db")
-        if not path.is_file():
-            raise VQSearchError(lost.format("missing"))
-        try:
-            return faiss.read_index(str(path))
-        except RuntimeError:
-            raise VQSearchError(lost.format("unreadable")) from None
+        ids = np.asarray(session.scalars(select(TrackRow.id).order_by(TrackRow.id)).all(), dtype=np.int64)
+        files = self._committed_files(self._meta(session))
+        if len(ids) and not files:
+            return [f"its {len(ids)} tracks have no FAISS files"]
+        problems = []
+        for path in files.values():
+            try:
+                index = _load_index(path, faiss.IO_FLAG_MMAP_IFC)
+            except VQSearchError as problem:
+                problems.append(str(problem))
+                continue
+            stored = np.sort(faiss.vector_to_array(index.id_map))  # `index` must outlive its id_map
+            if len(stored) != len(ids):
+                problems.append(f"{path.name} holds {len(stored)} vectors for {len(ids)} tracks")
+            elif not np.array_equal(stored, ids):
+                problems.append(f"{path.name} holds the vectors of {np.setdiff1d(stored, ids).size} ids that are "
+                                f"no track's, in place of {np.setdiff1d(ids, stored).size} tracks'")
+        return problems
+
+    def health(self) -> Health:
+        """Everything `vqsearch check` reports, read in one transaction."""
+        with self._snapshot() as session:
+            meta = self._meta(session)
+            files = self._committed_files(meta)
+            problems = self._vector_problems(session)
+            for table, parent, orphaned in _orphaned():
+                count = session.scalar(select(func.count()).select_from(table).where(orphaned))
+                if count:
+                    problems.append(f"{count} rows of {table.name} belong to no row of {parent}")
+            return Health(
+                videos=session.scalar(select(func.count(Video.id))),
+                tracks=session.scalar(select(func.count(TrackRow.id))),
+                model=meta.get("model"), schema=meta.get("schema"), generation=_generation(meta),
+                files=[path.name for path in files.values()], problems=problems,
+                orphans=sorted(path.name for path in self.root.glob("*.faiss*") if path not in files.values()))
 
     def search_vectors(self) -> Vectors | None:
         """The current vectors for searching: copied to a GPU when `device` asks for one and
@@ -314,36 +451,42 @@ class Store:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _commit(self, session: Session, vectors: Vectors) -> None:
-        """Write the next generation's FAISS files, then switch to them in one SQLite commit."""
+    def _commit(self, session: Session, indexes: dict[str, object]) -> None:
+        """Write the next generation's FAISS files, then switch to them in one SQLite commit. The
+        files and their directory are synced first, so what the commit names survives a power cut."""
         import faiss
 
-        old = self._generation(session)
-        new = old + 1
-        written = []
+        new = _generation(self._meta(session)) + 1
         try:
-            for kind, index in vectors.present().items():
+            for kind, index in indexes.items():
                 path = self._faiss_path(kind, new)
-                tmp = path.with_suffix(".tmp")
+                tmp = path.with_name(f"{path.name}.tmp")
                 faiss.write_index(index, str(tmp))
-                with open(tmp, "rb") as handle:
-                    os.fsync(handle.fileno())
+                _fsync(tmp)
                 os.replace(tmp, path)
-                written.append(path)
+            _fsync(self.root)
             session.merge(Meta(key="generation", value=str(new)))
+            session.merge(Meta(key="kinds", value=",".join(indexes)))
             session.commit()
         except BaseException:
             session.rollback()
-            for path in written:
-                path.unlink(missing_ok=True)
+            self._vectors = None
+            self._sweep(self.root.glob(f"*-{new}.faiss*"))
             raise
-        self._vectors, self._gpu_vectors = vectors, None
-        self._sweep(keep=new)
+        self._vectors, self._gpu_vectors = (Vectors(**indexes) if indexes else None), None
+        self._sweep(self.root.glob("*.faiss*"))
 
-    def _sweep(self, keep: int) -> None:
-        """Delete FAISS files of other generations (left by earlier writes or a crash)."""
-        for path in self.root.glob("*.faiss*"):
-            if path.name not in {f"{kind}-{keep}.faiss" for kind in KINDS}:
+    def _sweep(self, paths: Iterable[Path]) -> None:
+        """Delete these FAISS files (of other generations, or of a write that failed), except those
+        the committed generation names: it is read back from the database, and when it cannot be
+        read nothing is deleted (a file left over harms nothing)."""
+        try:
+            with Session(self.engine) as session:
+                keep = set(self._committed_files(self._meta(session)).values())
+        except SQLAlchemyError:
+            return
+        for path in paths:
+            if path not in keep:
                 path.unlink(missing_ok=True)
 
     def _working_vectors(self, session: Session, dims: dict[str, int]) -> Vectors:
@@ -376,6 +519,7 @@ class Store:
             if result.text is not None:
                 dims["text"] = result.text.shape[1]
             vectors = self._working_vectors(session, dims)
+            first_id = self._claim_track_ids(session, len(result.tracks))  # before the previous rows go
             info = result.info
             abs_path = str(info.path.resolve())
             previous = session.scalars(select(Video).where(Video.abs_path == abs_path)).first()
@@ -393,8 +537,8 @@ class Store:
             video.cuts = [ShotCut(before=before, after=after) for before, after in result.cuts]
             if info.partial:
                 video.gap = PartialVideo(declared_frames=info.declared_frames)
-            for track in result.tracks:
-                row = TrackRow(start_frame=track.frames[0], end_frame=track.frames[-1])
+            for track_id, track in enumerate(result.tracks, first_id):
+                row = TrackRow(id=track_id, start_frame=track.frames[0], end_frame=track.frames[-1])
                 row.observations = [
                     Observation(frame=f, x=float(b[0]), y=float(b[1]), width=float(b[2]), height=float(b[3]))
                     for f, b in zip(track.frames, track.boxes)
@@ -406,7 +550,7 @@ class Store:
             if len(ids):
                 for kind, index in vectors.present().items():
                     index.add_with_ids(getattr(result, kind), ids)
-            self._commit(session, vectors)
+            self._commit(session, vectors.present())
 
     def remove_video(self, path: Path) -> bool:
         """Delete a video's rows and vectors atomically; False if it was not indexed."""
@@ -419,8 +563,86 @@ class Store:
             self._remove_vectors(vectors, self._track_ids(session, video.id))
             session.delete(video)
             session.flush()
-            self._commit(session, vectors)
+            self._commit(session, vectors.present())
             return True
+
+    def _claim_track_ids(self, session: Session, count: int) -> int:
+        """The first of `count` new track ids, above every id this index ever gave (SQLite reuses
+        the highest after a delete): from `unique_ids_from` on, an id in any generation's FAISS file
+        is the same track as now, which lets `repair` take vectors from older generations."""
+        meta = self._meta(session)
+        if "last_track_id" in meta:
+            first = int(meta["last_track_id"]) + 1
+        else:  # written before ids were kept unique: they are from its current generation on
+            first = (session.scalar(select(func.max(TrackRow.id))) or 0) + 1
+            session.merge(Meta(key="unique_ids_from", value=str(_generation(meta))))
+        session.merge(Meta(key="last_track_id", value=str(first + count - 1)))
+        return first
+
+    def repair(self) -> Repair | None:
+        """Make an unsound index consistent, keeping every track whose vectors a FAISS file still
+        holds (`_gather`); the videos of the others are removed, to be indexed again, as are rows
+        that belong to no row. One new generation, one commit, under the write lock; None when
+        there was nothing to repair."""
+        self.check_writable()
+        with self._write_lock(), Session(self.engine) as session:
+            self._vectors = None
+            orphan_rows = sum(session.execute(delete(table).where(orphaned)).rowcount
+                              for table, _, orphaned in _orphaned())
+            if not orphan_rows and not self._vector_problems(session):
+                return None
+            meta = self._meta(session)
+            generation = _generation(meta)
+            tracks = session.execute(select(TrackRow.id, TrackRow.video_id)).all()
+            ids = {track_id for track_id, _ in tracks}
+            gathered = {kind: self._gather(kind, generation, int(meta.get("unique_ids_from", generation)), ids)
+                        for kind in self._committed_files(meta) or ["visual"]}
+            missing = set().union(*(ids - vectors.keys() for vectors, _ in gathered.values()))
+            lost_ids = {video_id for track_id, video_id in tracks if track_id in missing}
+            kept = [track_id for track_id, video_id in tracks if video_id not in lost_ids]
+            indexes = {}
+            if kept:
+                for kind, (vectors, _) in gathered.items():
+                    index = indexes[kind] = _new_index(len(vectors[kept[0]]))
+                    index.add_with_ids(np.stack([vectors[i] for i in kept]), np.asarray(kept, np.int64))
+            per_video = Counter(video_id for _, video_id in tracks)
+            lost = []
+            for video in session.scalars(select(Video).where(Video.id.in_(lost_ids)).order_by(Video.id)):
+                lost.append((video.abs_path, per_video[video.id]))
+                session.delete(video)
+            session.flush()
+            self._commit(session, indexes)
+            rebuilt = {kind: sources for kind, (_, sources) in gathered.items()} if kept else {}
+            return Repair(generation + 1, rebuilt, lost, orphan_rows)
+
+    def _gather(self, kind: str, newest: int, oldest: int, ids: set[int]) -> tuple[dict[int, np.ndarray], list[str]]:
+        """The vectors of `ids` in this kind's readable FAISS files of generations `newest` down to
+        `oldest`, newest first, and the files that gave them. Only in that range is an id known
+        to be the same track as now (`_claim_track_ids`); a file of another dimension is skipped."""
+        import faiss
+
+        generations = sorted((int(number) for path in self.root.glob(f"{kind}-*.faiss")
+                              if (number := path.name[len(kind) + 1:-len(".faiss")]).isdigit()), reverse=True)
+        vectors: dict[int, np.ndarray] = {}
+        sources: list[str] = []
+        dim = None
+        for generation in (g for g in generations if oldest <= g <= newest):
+            path = self._faiss_path(kind, generation)
+            try:
+                index = _load_index(path)
+            except VQSearchError:
+                continue
+            if dim not in (None, index.d):
+                continue
+            rows = index.index.reconstruct_n(0, index.ntotal)
+            stored = faiss.vector_to_array(index.id_map).tolist()
+            found = {track_id: rows[position] for position, track_id in enumerate(stored)
+                     if track_id in ids and track_id not in vectors}
+            if found:
+                vectors.update(found)
+                sources.append(path.name)
+                dim = index.d
+        return vectors, sources
 
     @staticmethod
     def _remove_vectors(vectors: Vectors, ids: list[int]) -> None:

@@ -186,10 +186,10 @@ def run_vq2d(
 
         if model is None:
             model = create_model(model_name)
+        info = probe(clip_path)  # before its work folder is made
+        info = replace(info, frames=min(info.frames, cutoff + 1))  # never look past the query frame
         store = Store.open(clip_work / "index", create=True)
         store.check_model(model_name)
-        info = probe(clip_path)
-        info = replace(info, frames=min(info.frames, cutoff + 1))  # never look past the query frame
         video = store.find_video(clip_path)
         if not (video is not None and video.fingerprint == settings["fingerprint"] and video.frames == info.frames
                 and abs(video.sample_fps - sample_fps) < 1e-9 and store.schema_version == SCHEMA_VERSION):
