@@ -32,6 +32,24 @@ def vqsearch(*args: str) -> subprocess.CompletedProcess:
                           env=os.environ.copy(), timeout=300)
 
 
+def downgrade(root: Path, version: str) -> None:
+    """Take the index at root back to schema `version` as the vqsearch of that version left it:
+    without alembic_version (it came with the migrations) and, before 3, without colour files."""
+    from alembic import command
+    from sqlalchemy import create_engine, text
+
+    from vqsearch.migrations import config
+
+    engine = create_engine(f"sqlite:///{root / 'index.sqlite'}")
+    with engine.begin() as connection:
+        command.downgrade(config(connection), version)
+        connection.execute(text("DROP TABLE alembic_version"))
+    engine.dispose()
+    if int(version) < 3:
+        for path in root.glob("colour-*.faiss"):
+            path.unlink()
+
+
 @pytest.fixture(scope="session")
 def videos() -> Path:
     return need_shared(VIDEOS)

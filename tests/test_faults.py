@@ -396,3 +396,38 @@ def test_repair_rebuilds_from_the_generation_left_behind_and_names_what_is_lost(
     assert query.returncode == 0 and json.loads(query.stdout)["results"], query.stderr
     again = vqsearch("repair", "--db", str(db))
     assert again.returncode == 0 and "nothing to repair" in again.stdout
+
+
+def test_a_second_indexer_is_refused_at_once_while_readers_go_on(indexed_db, videos, tmp_path):
+    """`index` holds the write lock from before its video work to its end: another `index` on the
+    same --db is refused in one line while the first still runs, `list` reads on, and the index is
+    as it was (the first is stopped before its write)."""
+    db = tmp_path / "db"
+    shutil.copytree(indexed_db, db)
+    before = _tree(db)
+    first = subprocess.Popen([sys.executable, "-m", "vqsearch.cli", "index", str(videos / "bedroom.mp4"), "--fps", "30",
+                              "--threads", "1", "--db", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=os.environ.copy())
+    try:
+        _wait_for_models(first)
+        second = vqsearch("index", str(videos / "02_cups.mp4"), "--db", str(db))
+        assert second.returncode == 1 and second.stderr.strip().splitlines() == [
+            f"vqsearch: error: another vqsearch is writing to the index at {db}; try again when it ends"], second.stderr
+        assert _listed(db) == ["bedroom.mp4"]
+        assert first.poll() is None  # the second did not wait for the first
+    finally:
+        first.send_signal(signal.SIGINT)
+        _, err = first.communicate(timeout=60)
+    assert first.returncode == 130, err
+    assert _tree(db) == before
+
+
+def test_an_index_that_fails_on_its_model_removes_the_new_db_it_made(videos, tmp_path):
+    """The checkpoint is read after the new --db (and its missing parents) was made: they go again."""
+    weights = tmp_path / "weights.pt"
+    weights.write_text("not a checkpoint")
+    done = vqsearch("index", str(videos / "bedroom.mp4"), "--model", f"dinov3:{weights}",
+                    "--db", str(tmp_path / "new" / "db"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("vqsearch: error: "), done.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["weights.pt"]

@@ -1,4 +1,5 @@
-"""The store: no duplicates on re-index, remove, one model per index, atomic writes."""
+"""The store: no duplicates on re-index, remove, one model per index, atomic writes, one writer at
+a time, older schemas read as they are and migrated by the next write."""
 
 from pathlib import Path
 
@@ -6,8 +7,10 @@ import faiss
 import numpy as np
 import pytest
 
+from conftest import downgrade
 from indexer.pipeline import IndexedVideo
 from indexer.video import VideoInfo
+from test_store_guard import _files
 from vqsearch.errors import VQSearchError
 from vqsearch.merge import FrameRegions, Track
 from vqsearch.store import Store
@@ -107,10 +110,9 @@ def test_missing_index_is_a_clear_error(tmp_path):
 def test_repair_takes_vectors_only_where_an_id_is_still_the_same_track(tmp_path, video_files, legacy):
     """Generation 2's files are left over; generation 4's visual file is lost. a's tracks are in
     generation 2 under the same ids; c's are nowhere: c's ids were never given before (SQLite alone
-    would have given it b's), so b's vectors are not taken for c. An index that never recorded
-    unique ids (`legacy`) trusts no generation but the committed one: both are lost."""
+    would have given it b's), so b's vectors are not taken for c. An index of schema 3, which never
+    recorded unique ids (`legacy`), trusts no generation but the committed one: both are lost."""
     import shutil
-    import sqlite3
 
     root = tmp_path / "db"
     c_file = tmp_path / "c.mp4"
@@ -130,10 +132,7 @@ def test_repair_takes_vectors_only_where_an_id_is_still_the_same_track(tmp_path,
         shutil.copy(path, root)
     (root / "visual-4.faiss").unlink()
     if legacy:
-        connection = sqlite3.connect(root / "index.sqlite")
-        connection.execute("DELETE FROM meta WHERE key = 'unique_ids_from'")
-        connection.commit()
-        connection.close()
+        downgrade(root, "3")
     with pytest.raises(VQSearchError, match="visual-4.faiss is missing; `vqsearch check"):
         Store.open(root)
 
@@ -198,3 +197,110 @@ def test_rows_another_program_left_without_their_parent_are_found_and_removed(tm
     done = Store.open(root, verify=False).repair()
     assert (done.orphan_rows, done.lost, done.rebuilt) == (3, [], {})
     assert Store.open(root).health().problems == [] and _state(Store.open(root)) == ([], None)
+
+
+def _tables(root: Path) -> dict[str, tuple]:
+    """Every table's columns, indexes and foreign keys, as SQLite holds them."""
+    from sqlalchemy import create_engine, inspect
+
+    engine = create_engine(f"sqlite:///{root / 'index.sqlite'}")
+    found = inspect(engine)
+    tables = {table: ([(c["name"], str(c["type"]), c["nullable"], c["primary_key"]) for c in found.get_columns(table)],
+                      sorted((i["name"], tuple(i["column_names"])) for i in found.get_indexes(table)),
+                      [(k["referred_table"], k["constrained_columns"], k["options"])
+                       for k in found.get_foreign_keys(table)])
+              for table in found.get_table_names()}
+    engine.dispose()
+    return tables
+
+
+def test_the_migrations_are_the_schema_versions():
+    from alembic.script import ScriptDirectory
+
+    from vqsearch import migrations
+    from vqsearch.store import KNOWN_SCHEMAS, SCHEMA_VERSION
+
+    script = ScriptDirectory(str(Path(migrations.__file__).parent))
+    assert [r.revision for r in reversed(list(script.walk_revisions()))] == list(KNOWN_SCHEMAS)
+    assert script.get_current_head() == SCHEMA_VERSION
+
+
+@pytest.mark.parametrize("version", ["1", "2", "3"])
+def test_an_older_schema_is_read_as_it_is_and_the_next_write_brings_it_to_the_newest(tmp_path, video_files, version):
+    """An index as vqsearch of schema 1, 2 or 3 left it (no alembic_version; before 3 no colour
+    file, before 2 no shot cuts) reads without a change to its files, also through writes that
+    migrate it and commit nothing (repair, within the migration, finds the files it names sound);
+    the next video added migrates it, and it then has exactly a new index's tables."""
+    from dataclasses import replace
+
+    root = tmp_path / "db"
+    a = _indexed(video_files[0], 3, 0)
+    a.info, a.cuts = replace(a.info, declared_frames=400), [(2, 3)]
+    Store.open(root, create=True).add_video("m", "a.mp4", a)
+    fresh = _tables(root)
+    downgrade(root, version)
+    before = _files(root)
+
+    store = Store.open(root)
+    assert _state(store) == ([("a.mp4", 3)], (3, 3)) and (store.vectors().colour is None) == (version != "3")
+    assert [video.gap is not None for video, _ in store.videos()] == [version == "3"]
+    assert store.shot_bounds(store.find_video(video_files[0]), 1) == ((0, 99) if version == "1" else (0, 2))
+    health = store.health()
+    assert (health.problems, health.schema, health.orphans) == ([], version, [])
+    assert store.remove_video(video_files[1]) is False and store.repair() is None  # they migrate, commit nothing
+    assert _files(root) == before
+
+    store.add_video("m", "b.mp4", _indexed(video_files[1], 2, 1))
+    after = Store.open(root)
+    assert _state(after) == ([("a.mp4", 3), ("b.mp4", 2)], (5, 5)) and after.vectors().colour.ntotal == 5
+    assert after.track_ids(after.find_video(video_files[1])) == [4, 5]
+    health = after.health()
+    assert (health.problems, health.schema, health.orphans) == ([], "4", [])
+    assert _tables(root) == fresh
+
+
+def test_a_run_that_commits_nothing_to_a_new_index_removes_it(tmp_path, video_files):
+    """Only what the run made goes: the directories it made, or the index it made in one that was
+    there; an index it committed a video to stays."""
+    with pytest.raises(RuntimeError), Store.writer(tmp_path / "new" / "db"):
+        raise RuntimeError("unreadable model weights")
+    assert not (tmp_path / "new").exists()
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("kept")
+    with pytest.raises(KeyboardInterrupt), Store.writer(mine):
+        raise KeyboardInterrupt
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+    with pytest.raises(RuntimeError), Store.writer(tmp_path / "kept") as store:
+        store.add_video("m", "a.mp4", _indexed(video_files[0], 3, 0))
+        raise RuntimeError("the second video is unreadable")
+    assert _state(Store.open(tmp_path / "kept")) == ([("a.mp4", 3)], (3, 3))
+
+
+def test_one_writer_at_a_time_and_readers_never_wait(tmp_path, video_files):
+    """Another process holds the write lock (as `index` does for its whole run): a write here is
+    refused at once, in one line, and reads go on."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "db"
+    Store.open(root, create=True).add_video("m", "a.mp4", _indexed(video_files[0], 3, 0))
+    before = _files(root)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from vqsearch.store import Store\n"
+         f"with Store.writer({str(root)!r}):\n    print('locked', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        store = Store.open(root)
+        with pytest.raises(VQSearchError, match=f"^another vqsearch is writing to the index at {root}; try again"):
+            store.add_video("m", "b.mp4", _indexed(video_files[1], 2, 1))
+        with pytest.raises(VQSearchError, match="another vqsearch is writing"), Store.writer(root):
+            pass
+        assert _state(store) == ([("a.mp4", 3)], (3, 3))
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0 and _files(root) == before
+    Store.open(root).add_video("m", "b.mp4", _indexed(video_files[1], 2, 1))

@@ -1,14 +1,17 @@
-"""A damaged, foreign or future index, and oversized or odd inputs: one error line, nothing written."""
+"""A damaged, foreign or future index, and oversized or odd inputs: one error line, nothing written.
+An index of an older schema: read as it is, brought to the newest by the next `index`."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
-from conftest import vqsearch
+from conftest import downgrade, vqsearch
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +149,29 @@ def test_a_new_index_in_a_file_path_is_refused(tmp_path, videos):
     listed = vqsearch("list", "--db", str(tmp_path / "absent"), "--json")
     assert listed.returncode == 1 and "no index at" in listed.stderr
     assert not (tmp_path / "absent").exists()  # reading never creates an index
+
+
+@pytest.mark.parametrize("version", ["1", "2", "3"])
+def test_an_older_schema_is_read_unchanged_and_the_next_index_upgrades_it(indexed_db, videos, tmp_path, version):
+    import shutil
+
+    root = tmp_path / "db"
+    shutil.copytree(indexed_db, root)
+    downgrade(root, version)
+    before = _files(root)
+    listed = vqsearch("list", "--json", "--db", str(root))
+    assert listed.returncode == 0 and [Path(v["video"]).name for v in json.loads(listed.stdout)["videos"]] == [
+        "bedroom.mp4"], listed.stderr
+    found = vqsearch("query", "--text", "bed", "--no-relocate", "--json", "--db", str(root))
+    assert found.returncode == 0 and json.loads(found.stdout)["results"], found.stderr
+    checked = json.loads(vqsearch("check", "--json", "--db", str(root)).stdout)
+    assert checked["sound"] and checked["schema"] == version
+    assert _files(root) == before  # reads never migrate
+
+    indexed = vqsearch("index", str(videos / "02_cups.mp4"), "--fps", "2", "--db", str(root))
+    assert indexed.returncode == 0, indexed.stderr
+    checked = json.loads(vqsearch("check", "--json", "--db", str(root)).stdout)
+    assert checked["sound"] and checked["schema"] == "4" and checked["videos"] == 2 and not checked["orphans"]
+    assert checked["files"] == ["visual-2.faiss", "text-2.faiss", "colour-2.faiss"]
+    with closing(sqlite3.connect(root / "index.sqlite")) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("4",)]

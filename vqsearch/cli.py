@@ -72,31 +72,30 @@ def index(
     if model is not None:
         get_config(model)
     infos = [probe(path, allow_partial) for path in videos]  # every file is checked before any work starts
-    store = Store.open(_db(db), create=True)
-    store.check_writable()  # before minutes of video work, not after
-    name = model or store.model_name or DEFAULT_MODEL
-    store.check_model(name)
-    search_model = create_model(name, device)
     summaries = []
-    for given, info in zip(videos, infos):
-        total = len(sample_indices(info.frames, info.fps, fps))
-        with tqdm(total=total, desc=given.name, unit="frame", file=sys.stderr,
-                  disable=as_json or not sys.stderr.isatty()) as bar:
-            result = index_video(search_model, info, fps, progress=bar.update, threads=threads)
-        store.add_video(name, str(given), result)
-        summaries.append({
-            "video": str(given), "frames_sampled": result.frames_sampled, "tracks": len(result.tracks),
-            "region_tokens": result.region_tokens, "patch_tokens": result.patch_tokens,
-            "seconds": round(result.seconds, 3),
-            **({"declared_frames": info.declared_frames} if info.partial else {}),
-        })
-        if info.partial:
-            typer.echo(f"vqsearch: {given} is incomplete: indexed the {info.frames} of its "
-                       f"{info.declared_frames} frames that decode", err=True)
-        if not as_json:
-            ratio = result.patch_tokens / max(len(result.tracks), 1)
-            typer.echo(f"{given}: {result.frames_sampled} frames -> {len(result.tracks)} tracks "
-                       f"({ratio:.0f}x fewer than {result.patch_tokens} patch tokens) in {result.seconds:.1f}s")
+    with Store.writer(_db(db)) as store:  # writable and locked before any video work, until the end
+        name = model or store.model_name or DEFAULT_MODEL
+        store.check_model(name)
+        search_model = create_model(name, device)
+        for given, info in zip(videos, infos):
+            total = len(sample_indices(info.frames, info.fps, fps))
+            with tqdm(total=total, desc=given.name, unit="frame", file=sys.stderr,
+                      disable=as_json or not sys.stderr.isatty()) as bar:
+                result = index_video(search_model, info, fps, progress=bar.update, threads=threads)
+            store.add_video(name, str(given), result)
+            summaries.append({
+                "video": str(given), "frames_sampled": result.frames_sampled, "tracks": len(result.tracks),
+                "region_tokens": result.region_tokens, "patch_tokens": result.patch_tokens,
+                "seconds": round(result.seconds, 3),
+                **({"declared_frames": info.declared_frames} if info.partial else {}),
+            })
+            if info.partial:
+                typer.echo(f"vqsearch: {given} is incomplete: indexed the {info.frames} of its "
+                           f"{info.declared_frames} frames that decode", err=True)
+            if not as_json:
+                ratio = result.patch_tokens / max(len(result.tracks), 1)
+                typer.echo(f"{given}: {result.frames_sampled} frames -> {len(result.tracks)} tracks "
+                           f"({ratio:.0f}x fewer than {result.patch_tokens} patch tokens) in {result.seconds:.1f}s")
     if as_json:
         typer.echo(json.dumps({"videos": summaries}))
 

@@ -8,8 +8,11 @@ Layout of a database directory:
 Every write builds the next generation's FAISS files beside the current ones, then commits the
 SQLite transaction that switches `generation` (and `kinds`, the files it names) to them: a crash
 at any point leaves either the old or the new index whole. Writers hold an exclusive lock on the
-directory. Opening checks that the committed files match the rows (count and ids); `repair`
-rebuilds them from the FAISS files still on disk, or removes the videos whose vectors are lost.
+directory (`index` for its whole run); a second writer is refused at once, readers never wait.
+A write first brings the tables to this vqsearch's schema (`vqsearch.migrations`) in its own
+transaction; reads never migrate and read every known schema. Opening checks that the committed
+files match the rows (count and ids); `repair` rebuilds them from the FAISS files still on disk,
+or removes the videos whose vectors are lost.
 """
 
 from __future__ import annotations
@@ -18,15 +21,17 @@ import fcntl
 import os
 import shlex
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
-from sqlalchemy import Float, ForeignKey, Integer, String, create_engine, delete, event, func, select, text
+from sqlalchemy import (Float, ForeignKey, Integer, String, Table, create_engine, delete, event, func, inspect, select,
+                        text)
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from vqsearch.errors import VQSearchError
 
@@ -35,7 +40,7 @@ if TYPE_CHECKING:
 
 # 2: shot cuts per video; 3: track colours (older indexes read without them); 4: each generation
 # names its files (`kinds`) and track ids are never reused (`repair` relies on both; a vqsearch
-# that knows only 1-3 refuses it)
+# that knows only 1-3 refuses it). Each is a revision of the same name in vqsearch/migrations.
 SCHEMA_VERSION = "4"
 
 
@@ -131,6 +136,8 @@ def _check_index_file(path: Path) -> None:
             tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             schema = (connection.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
                       if "meta" in tables else None)
+            revision = (connection.execute("SELECT version_num FROM alembic_version").fetchone()
+                        if "alembic_version" in tables else None)  # the migration it is at
             columns = {row[1] for row in connection.execute("PRAGMA table_info(observations)")}
         finally:
             connection.close()
@@ -139,9 +146,10 @@ def _check_index_file(path: Path) -> None:
     if not _TABLES <= tables:
         raise VQSearchError(f"{path} is an SQLite database but not a vqsearch index (no "
                             f"{', '.join(sorted(_TABLES - tables))} table): use another --db")
-    if schema is not None and schema[0] not in KNOWN_SCHEMAS:
-        raise VQSearchError(f"{path} has schema version {schema[0]!r}; this vqsearch reads versions "
-                            f"{', '.join(KNOWN_SCHEMAS)}: use the vqsearch that wrote it, or another --db")
+    for version in (schema, revision):
+        if version is not None and version[0] not in KNOWN_SCHEMAS:
+            raise VQSearchError(f"{path} has schema version {version[0]!r}; this vqsearch reads versions "
+                                f"{', '.join(KNOWN_SCHEMAS)}: use the vqsearch that wrote it, or another --db")
     missing = set(Observation.__table__.columns.keys()) - columns
     if missing:
         raise VQSearchError(f"{path} is damaged (observations lack {', '.join(sorted(missing))}): {recover}")
@@ -173,11 +181,17 @@ def _load_index(path: Path, flags: int = 0):
     return index
 
 
-def _orphaned() -> list[tuple[object, str, object]]:
+def _has(session: Session, table: Table) -> bool:
+    """Whether the index has this table: one of schema 1 or 2 that no write has migrated yet may
+    lack shot_cuts or partial_videos, which reads then take as empty."""
+    return inspect(session.connection()).has_table(table.name)
+
+
+def _orphaned(session: Session) -> list[tuple[Table, str, object]]:
     """(table, parent table, condition) for the rows whose parent row is gone: impossible while
     SQLite enforces the foreign keys, as vqsearch's connections do, but not for other programs'."""
     return [(table, key.column.table.name, key.parent.not_in(select(key.column)))
-            for table in Base.metadata.sorted_tables for key in table.foreign_keys]
+            for table in Base.metadata.sorted_tables if _has(session, table) for key in table.foreign_keys]
 
 
 def _fsync(path: Path) -> None:
@@ -195,6 +209,22 @@ KINDS = ("visual", "text", "colour")
 def _generation(meta: dict[str, str]) -> int:
     """The committed generation (0: no vectors were ever written)."""
     return int(meta.get("generation", "0"))
+
+
+def _faiss_name(kind: str, generation: int) -> str:
+    return f"{kind}-{generation}.faiss"
+
+
+def committed_kinds(meta: dict[str, str], root: Path) -> list[str]:
+    """The kinds of FAISS file the committed generation names: those `kinds` lists (schema 4); an
+    index written before names visual, colour from schema 3 on, and text when its file is there."""
+    generation = _generation(meta)
+    if generation == 0:
+        return []
+    if "kinds" in meta:
+        return [kind for kind in KINDS if kind in meta["kinds"].split(",")]
+    return [kind for kind in KINDS if kind == "visual" or (kind == "colour" and meta.get("schema") == "3")
+            or (kind == "text" and (root / _faiss_name(kind, generation)).exists())]
 
 
 @dataclass
@@ -242,35 +272,89 @@ class Store:
 
     def __init__(self, root: Path, device: str = "cpu") -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise VQSearchError(f"--db {self.root} is a file, not a directory")
         self.sqlite = self.root / "index.sqlite"
         self.engine = create_engine(f"sqlite:///{self.sqlite}")
         event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
         self._vectors: Vectors | None = None
         self._gpu_vectors: Vectors | None = None
+        self._locked = False  # this Store holds the directory's write lock
         self.device = device  # "auto" or "cuda": search on a GPU when faiss-gpu sees one
 
     @classmethod
     def open(cls, root: Path, create: bool = False, device: str = "cpu", verify: bool = True) -> Store:
-        """Open an index, checking first that it is one and (with `verify`) that its committed
-        FAISS files match its rows: nothing is written to anything else."""
-        root = Path(root)
-        if root.exists() and not root.is_dir():
-            raise VQSearchError(f"--db {root} is a file, not a directory")
-        existing = (root / "index.sqlite").exists()
-        if not existing:
-            if not create:
-                raise VQSearchError(f"no index at {root}: run `vqsearch index VIDEO --db {root}` first")
-            if any(root.glob("*.faiss")):  # a new index's first write would sweep them
-                raise VQSearchError(f"{root} holds FAISS files but no index.sqlite: restore index.sqlite from a "
-                                    "backup, or index into another --db")
-            root.mkdir(parents=True, exist_ok=True)
-        else:
-            _check_index_file(root / "index.sqlite")
+        """Open an index (or, with `create`, make a new one where there is none), checking first
+        that it is one and (with `verify`) that its committed FAISS files match its rows."""
         store = cls(root, device)
-        if existing and verify:
-            store.verify()
-        Base.metadata.create_all(store.engine)  # adds the tables a newer schema brings (shot_cuts)
+        if store._check(create, verify):
+            store._make_root()
+            store._create()
         return store
+
+    @classmethod
+    @contextmanager
+    def writer(cls, root: Path, device: str = "cpu") -> Iterator[Store]:
+        """Open (or create) an index for a run of writes, holding its write lock from before any work
+        to the end: a second writer is refused at once, and readers never wait. A new index that the
+        run fails before committing anything to is removed again, with the directories it made."""
+        store = cls(root, device)
+        new = store._check(create=True, verify=True)
+        made = store._make_root()
+        with store._write_lock():
+            try:
+                if new:
+                    store._create()
+                yield store
+            except BaseException:
+                if new:
+                    store._remove_unwritten(made)
+                raise
+
+    def _check(self, create: bool, verify: bool) -> bool:
+        """Check what the directory holds before anything reads or writes it, so that nothing is
+        written to anything but a vqsearch index; True when it holds none yet and `create` allows one."""
+        if self.sqlite.exists():
+            _check_index_file(self.sqlite)
+            if verify:
+                self.verify()
+            return False
+        if not create:
+            raise VQSearchError(f"no index at {self.root}: run `vqsearch index VIDEO --db {self.root}` first")
+        if any(self.root.glob("*.faiss")):  # a new index's first write would sweep them
+            raise VQSearchError(f"{self.root} holds FAISS files but no index.sqlite: restore index.sqlite from a "
+                                "backup, or index into another --db")
+        return True
+
+    def _make_root(self) -> list[Path]:
+        """Make the directory and its missing parents; those it made, innermost first."""
+        made = [path for path in (self.root, *self.root.parents) if not path.exists()]
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise VQSearchError(f"cannot create --db {self.root} ({error.strerror or error})") from None
+        return made
+
+    def _create(self) -> None:
+        """A new index: today's tables, marked as of the newest schema (`vqsearch.migrations`)."""
+        with self._write() as session:
+            session.commit()
+
+    def _remove_unwritten(self, made: list[Path]) -> None:
+        """Remove a new index that nothing was committed to, and the directories made for it while
+        they hold nothing else."""
+        with Session(self.engine) as session:
+            try:
+                if _generation(self._meta(session)):
+                    return
+            except SQLAlchemyError:  # its tables were never made
+                pass
+        self.engine.dispose()
+        with suppress(OSError):  # something else in a directory keeps it
+            for name in ("index.sqlite", "index.sqlite-journal", ".lock"):
+                (self.root / name).unlink(missing_ok=True)
+            for directory in made:
+                directory.rmdir()
 
     # --- metadata -----------------------------------------------------------------------------
     def _meta(self, session: Session) -> dict[str, str]:
@@ -283,7 +367,8 @@ class Store:
 
     @property
     def schema_version(self) -> str | None:
-        """The schema the index was last written with (None for an empty index)."""
+        """The schema version of the index (`meta.schema`); every write brings it to SCHEMA_VERSION
+        first. None only for an empty index made before the migrations."""
         with Session(self.engine) as session:
             return self._meta(session).get("schema")
 
@@ -299,13 +384,15 @@ class Store:
 
     def videos(self) -> list[tuple[Video, int]]:
         """Every indexed video with its number of tracks, in indexing order."""
-        from sqlalchemy import func
-        from sqlalchemy.orm import selectinload
-
         with Session(self.engine, expire_on_commit=False) as session:
-            counts = (select(Video, func.count(TrackRow.id)).outerjoin(TrackRow)
-                      .group_by(Video.id).order_by(Video.id).options(selectinload(Video.gap)))
-            return [(video, count) for video, count in session.execute(counts)]
+            counts = select(Video, func.count(TrackRow.id)).outerjoin(TrackRow).group_by(Video.id).order_by(Video.id)
+            gaps = _has(session, PartialVideo.__table__)
+            rows = [(video, count) for video, count in
+                    session.execute(counts.options(selectinload(Video.gap)) if gaps else counts)]
+            if not gaps:
+                for video, _ in rows:
+                    set_committed_value(video, "gap", None)
+            return rows
 
     def find_video(self, path: Path) -> Video | None:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -319,20 +406,11 @@ class Store:
 
     # --- vectors ------------------------------------------------------------------------------
     def _faiss_path(self, kind: str, generation: int) -> Path:
-        return self.root / f"{kind}-{generation}.faiss"
+        return self.root / _faiss_name(kind, generation)
 
     def _committed_files(self, meta: dict[str, str]) -> dict[str, Path]:
-        """The FAISS files the committed generation names, by kind. Indexes written before `kinds`
-        was recorded name visual, colour from schema 3 on, and text when its file is there."""
-        generation = _generation(meta)
-        if generation == 0:
-            return {}
-        if "kinds" in meta:
-            kinds = [kind for kind in KINDS if kind in meta["kinds"].split(",")]
-        else:
-            kinds = [kind for kind in KINDS if kind == "visual" or (kind == "colour" and meta.get("schema") == "3")
-                     or (kind == "text" and self._faiss_path(kind, generation).exists())]
-        return {kind: self._faiss_path(kind, generation) for kind in kinds}
+        """The FAISS files the committed generation names, by kind."""
+        return {kind: self._faiss_path(kind, _generation(meta)) for kind in committed_kinds(meta, self.root)}
 
     @contextmanager
     def _snapshot(self) -> Iterator[Session]:
@@ -398,7 +476,7 @@ class Store:
             meta = self._meta(session)
             files = self._committed_files(meta)
             problems = self._vector_problems(session)
-            for table, parent, orphaned in _orphaned():
+            for table, parent, orphaned in _orphaned(session):
                 count = session.scalar(select(func.count()).select_from(table).where(orphaned))
                 if count:
                     problems.append(f"{count} rows of {table.name} belong to no row of {parent}")
@@ -429,27 +507,47 @@ class Store:
         return self._gpu_vectors
 
     # --- writes -------------------------------------------------------------------------------
-    def check_writable(self) -> None:
-        """Refuse, before any video work, an index this process cannot write: its lock file and a
-        new file beside the index (the next FAISS generation) must both be creatable."""
+    @contextmanager
+    def _write_lock(self) -> Iterator[None]:
+        """Hold the directory's exclusive write lock, or refuse at once in one line: one writer at a
+        time, and none waits minutes behind another (`index` holds it for its whole run). Re-entrant
+        within this Store; readers never take it. Taking it proves the directory writable: the lock
+        file and a new file beside the index (as the next FAISS generation) must be creatable."""
+        if self._locked:
+            yield
+            return
         trial = self.root / f".write-check-{os.getpid()}"
         try:
-            with open(self.root / ".lock", "a"):
-                pass
             trial.write_bytes(b"")
             trial.unlink()
+            handle = open(self.root / ".lock", "a")
         except OSError as error:
             raise VQSearchError(f"cannot write to the index at {self.root} ({error.strerror or error}): "
                                 "check its permissions, or index into another --db") from None
-
-    @contextmanager
-    def _write_lock(self) -> Iterator[None]:
-        with open(self.root / ".lock", "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise VQSearchError(f"another vqsearch is writing to the index at {self.root}; "
+                                    "try again when it ends") from None
+            self._locked = True
             try:
                 yield
             finally:
+                self._locked = False
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """A session for one write, under the write lock, in one SQLite transaction that first brings
+        the tables to this vqsearch's schema: a write that does not commit leaves the index as it
+        was, migration included."""
+        from vqsearch.migrations import upgrade
+
+        with self._write_lock(), Session(self.engine) as session:
+            session.execute(text("BEGIN IMMEDIATE"))
+            upgrade(session.connection())
+            yield session
 
     def _commit(self, session: Session, indexes: dict[str, object]) -> None:
         """Write the next generation's FAISS files, then switch to them in one SQLite commit. The
@@ -510,10 +608,9 @@ class Store:
 
     def add_video(self, model_name: str, given_path: str, result: IndexedVideo) -> None:
         """Store one indexed video, replacing an earlier index of the same file, atomically."""
-        with self._write_lock(), Session(self.engine) as session:
+        with self._write() as session:
             self._refuse_other_model(self._meta(session).get("model"), model_name)
             session.merge(Meta(key="model", value=model_name))
-            session.merge(Meta(key="schema", value=SCHEMA_VERSION))
             self._vectors = None  # another process may have written since we read
             dims = {"visual": result.visual.shape[1], "colour": result.colour.shape[1]}
             if result.text is not None:
@@ -554,7 +651,7 @@ class Store:
 
     def remove_video(self, path: Path) -> bool:
         """Delete a video's rows and vectors atomically; False if it was not indexed."""
-        with self._write_lock(), Session(self.engine) as session:
+        with self._write() as session:
             video = self._video_at(session, path)
             if video is None:
                 return False
@@ -569,13 +666,9 @@ class Store:
     def _claim_track_ids(self, session: Session, count: int) -> int:
         """The first of `count` new track ids, above every id this index ever gave (SQLite reuses
         the highest after a delete): from `unique_ids_from` on, an id in any generation's FAISS file
-        is the same track as now, which lets `repair` take vectors from older generations."""
-        meta = self._meta(session)
-        if "last_track_id" in meta:
-            first = int(meta["last_track_id"]) + 1
-        else:  # written before ids were kept unique: they are from its current generation on
-            first = (session.scalar(select(func.max(TrackRow.id))) or 0) + 1
-            session.merge(Meta(key="unique_ids_from", value=str(_generation(meta))))
+        is the same track as now, which lets `repair` take vectors from older generations. Both are
+        absent from a new index (none given yet, all unique) and recorded by the migration to schema 4."""
+        first = int(self._meta(session).get("last_track_id", "0")) + 1
         session.merge(Meta(key="last_track_id", value=str(first + count - 1)))
         return first
 
@@ -584,18 +677,17 @@ class Store:
         holds (`_gather`); the videos of the others are removed, to be indexed again, as are rows
         that belong to no row. One new generation, one commit, under the write lock; None when
         there was nothing to repair."""
-        self.check_writable()
-        with self._write_lock(), Session(self.engine) as session:
+        with self._write() as session:
             self._vectors = None
             orphan_rows = sum(session.execute(delete(table).where(orphaned)).rowcount
-                              for table, _, orphaned in _orphaned())
+                              for table, _, orphaned in _orphaned(session))
             if not orphan_rows and not self._vector_problems(session):
                 return None
             meta = self._meta(session)
             generation = _generation(meta)
             tracks = session.execute(select(TrackRow.id, TrackRow.video_id)).all()
             ids = {track_id for track_id, _ in tracks}
-            gathered = {kind: self._gather(kind, generation, int(meta.get("unique_ids_from", generation)), ids)
+            gathered = {kind: self._gather(kind, generation, int(meta.get("unique_ids_from", "0")), ids)
                         for kind in self._committed_files(meta) or ["visual"]}
             missing = set().union(*(ids - vectors.keys() for vectors, _ in gathered.values()))
             lost_ids = {video_id for track_id, video_id in tracks if track_id in missing}
@@ -655,8 +747,6 @@ class Store:
     # --- reads for queries --------------------------------------------------------------------
     def tracks(self, ids: list[int]) -> dict[int, TrackRow]:
         """Tracks by id with their video and observations loaded."""
-        from sqlalchemy.orm import selectinload
-
         with Session(self.engine, expire_on_commit=False) as session:
             rows = session.scalars(
                 select(TrackRow).where(TrackRow.id.in_(ids))
@@ -689,7 +779,8 @@ class Store:
         """(first, last) frame that may belong to the shot holding `frame`, cut to the sampled frames
         around the cuts: a cut between sampled frames b and a allows frames b+1 .. a-1 either way."""
         with Session(self.engine) as session:
-            cuts = session.scalars(select(ShotCut).where(ShotCut.video_id == video.id)).all()
+            cuts = (session.scalars(select(ShotCut).where(ShotCut.video_id == video.id)).all()
+                    if _has(session, ShotCut.__table__) else [])
         first = max((c.before + 1 for c in cuts if c.after <= frame), default=0)
         last = min((c.after - 1 for c in cuts if c.before >= frame), default=video.frames - 1)
         return first, last

@@ -1,0 +1,1 @@
+"""The revisions, one per schema version (alembic loads them by path)."""
