@@ -431,3 +431,22 @@ def test_an_index_that_fails_on_its_model_removes_the_new_db_it_made(videos, tmp
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1 and lines[0].startswith("vqsearch: error: "), done.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["weights.pt"]
+
+
+@pytest.mark.parametrize("kind", ["module", "pickle"])
+def test_a_pickled_checkpoint_is_refused_in_our_words(videos, tmp_path, kind):
+    """A pickled module, or a pickle that is no torch file: one line, no torch warning, and never
+    torch's advice to load it with weights_only=False."""
+    import pickle
+
+    import torch
+
+    weights = tmp_path / "weights.pt"
+    if kind == "module":
+        torch.save(torch.nn.Linear(2, 2), weights)
+    else:
+        weights.write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    done = vqsearch("index", str(videos / "bedroom.mp4"), "--model", f"dinov3:{weights}", "--db", str(tmp_path / "db"))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "refused (loading it could run code)" in lines[0], done.stderr
+    assert "weights_only" not in done.stderr and not (tmp_path / "db").exists()

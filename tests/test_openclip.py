@@ -211,7 +211,7 @@ def test_non_state_dict_checkpoints_are_refused(tmp_path):
         with pytest.raises(OpenCLIPCheckpointError, match="not .*state dict"):
             read_state_dict(path)
     # refused before any model is built, through the registry too
-    with pytest.raises(VQSearchError, match="not a loadable state dict"):
+    with pytest.raises(VQSearchError, match="holds pickled objects, refused"):
         factory.create_model(f"openclip:ViT-B-16:{pickled}")
     with pytest.raises(VQSearchError, match="no such OpenCLIP checkpoint"):
         factory.create_model(f"openclip:ViT-B-16:{tmp_path / 'missing.bin'}")

@@ -7,6 +7,8 @@ where it is read).
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -24,10 +26,12 @@ def _load(path: Path) -> object:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # not a zip archive: no mmap
-        return torch.load(path, map_location="cpu", weights_only=True)
+    with warnings.catch_warnings():  # torch warns about old pickle protocols before refusing them
+        warnings.simplefilter("ignore")
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # not a zip archive: no mmap
+            return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def read_state_dict(path: str | Path, what: str, example: str = "", wrappers: Iterable[str] = ("state_dict",),
@@ -44,7 +48,10 @@ def read_state_dict(path: str | Path, what: str, example: str = "", wrappers: It
     expected = f"a {what} checkpoint is a mapping of parameter names to tensors" + (f", e.g. {example}" if example else "")
     try:
         obj = _load(path)
-    except Exception as exc:  # unpickling refused, not a torch or safetensors file, truncated, ...
+    except pickle.UnpicklingError:  # torch's own message advises loading it unsafely: never
+        raise error(f"{path} is not a state dict of tensors alone: it holds pickled objects, refused "
+                    f"(loading it could run code); {expected}") from None
+    except Exception as exc:  # not a torch or safetensors file, truncated, ...
         detail = (str(exc).strip().splitlines() or [""])[0][:200]
         raise error(f"{path} is not a loadable state dict ({type(exc).__name__}: {detail}); {expected}") from None
     if isinstance(obj, Mapping):
