@@ -99,46 +99,6 @@ def test_list_and_remove_and_reindex(db, videos, tmp_path):
     assert "bedroom.mp4" not in {Path(r["video"]).name for r in answer["results"]}
 
 
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(root.iterdir()) if p.name != ".lock"}
-
-
-@pytest.mark.parametrize("args", [
-    ("index", "{missing}"),
-    ("index", "{text_file}"),
-    ("index", "{video}", "{truncated}"),
-    ("index", "{cut_short}"),
-    ("index", "{video}", "--model", "no-such-model"),
-    ("index", "{video}", "--fps", "0"),
-    ("query", "--text", "  "),
-    ("query",),
-    ("query", "--crop", "{text_file}"),
-    ("query", "--crop", "{missing}"),
-    ("query", "--text", "ball", "--video", "{missing}"),
-    ("remove", "{missing}"),
-])
-def test_bad_input_is_one_line_and_leaves_the_index_alone(db, videos, tmp_path, args):
-    import shutil
-
-    copy = tmp_path / "db"
-    shutil.copytree(db, copy)
-    before = _snapshot(copy)
-    text_file = tmp_path / "notes.mp4"
-    text_file.write_text("not a video or an image")
-    truncated = tmp_path / "truncated.mp4"
-    data = (videos / "02_cups.mp4").read_bytes()
-    truncated.write_bytes(data[: len(data) * 6 // 10])
-    cut_short = tmp_path / "cut_short.mp4"  # its index is at the front: 94 of 300 frames decode
-    cut_short.write_bytes(data[: len(data) * 3 // 10])
-    values = {"missing": str(tmp_path / "missing.mp4"), "text_file": str(text_file),
-              "video": str(videos / "bedroom.mp4"), "truncated": str(truncated), "cut_short": str(cut_short)}
-    run = vqsearch(*(a.format(**values) for a in args), db=copy, check=False)
-    assert run.returncode != 0
-    lines = [line for line in run.stderr.splitlines() if line.strip() and "Warning" not in line]
-    assert len(lines) == 1 and lines[0].startswith("vqsearch: error: "), run.stderr
-    assert _snapshot(copy) == before
-
-
 def test_an_index_from_another_model_is_refused(db, tmp_path, videos):
     import shutil
 

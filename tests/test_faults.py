@@ -211,6 +211,7 @@ CASES = [
     ("query: nothing to query with", ["query", "--db", "{db}"], None, "give --text, --crop or both"),
     ("query: top-k 0", [*QUERY, "--top-k", "0"], None, "--top-k must be at least 1"),
     ("query: video not indexed", [*QUERY, "--video", "{cups}"], None, "video not in the index"),
+    ("query: video missing", [*QUERY, "--video", "{in}/missing.mp4"], None, "video not in the index"),
     ("query: another model", [*QUERY, "--model", "another-model"], None, "built with model"),
     # videos and index arguments
     ("video: missing", [*INDEX, "{in}/missing.mp4"], None, "no such video file"),
@@ -221,9 +222,12 @@ CASES = [
     ("video: a folder", [*INDEX, "{in}"], None, "no such video file"),
     ("index: --fps nan", [*INDEX, "{bedroom}", "--fps", "nan"], None, "--fps must be a positive number"),
     ("index: --fps -1", [*INDEX, "{bedroom}", "--fps", "-1"], None, "--fps must be a positive number"),
+    ("index: --fps inf", [*INDEX, "{bedroom}", "--fps", "inf"], None, "--fps must be a positive number"),
+    ("index: --fps 0", [*INDEX, "{bedroom}", "--fps", "0"], None, "--fps must be a positive number"),
     ("index: --threads 0", [*INDEX, "{bedroom}", "--threads", "0"], None, "--threads must be at least 1"),
     ("index: unknown model", [*INDEX, "{bedroom}", "--model", "no-such-model"], None, "unknown model"),
     ("remove: not indexed", ["remove", "{cups}", "--db", "{db}"], None, "video not in the index"),
+    ("remove: missing", ["remove", "{in}/missing.mp4", "--db", "{db}"], None, "video not in the index"),
     # bench vq2d: annotations, clips, paths
     ("vq2d: annotations garbage", [*VQ2D, "{in}/garbage.json"], None, "is not JSON"),
     ("vq2d: annotations a list", [*VQ2D, "{in}/list.json"], None, "bad annotation file"),
