@@ -47,14 +47,10 @@ def label_synsets() -> list[int | None]:
 
 def label_embeddings(text_encoder: TextEncoder, fingerprint: str) -> np.ndarray:
     """Text embeddings of the label names, computed once and cached."""
-    path = runtime.cache_file("labels", fingerprint + _LABELS_VERSION, ".npy")
-    if path.exists():
-        return np.load(path)
-    embeddings = text_encoder.encode(label_names()).astype(np.float32)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, embeddings)
-    tmp.replace(path)
-    return embeddings
+    def write(path: Path) -> None:
+        np.save(path, text_encoder.encode(label_names()).astype(np.float32))
+
+    return np.load(runtime.cached("labels", fingerprint + _LABELS_VERSION, ".npy", write))
 
 
 class ConSE:
@@ -119,15 +115,12 @@ class LabelSpaceQueries:
         root = wordnet_dir()
         if root is None:
             return {}, {}
-        stamp = ":".join(f"{(root / n).stat().st_size}:{(root / n).stat().st_mtime_ns}"
-                         for n in ("data.noun", "index.noun"))
-        path = runtime.cache_file("wordnet-labels", stamp + _LABELS_VERSION + _VOCABULARY_VERSION, ".json")
-        if not path.exists():
+        def write(path: Path) -> None:
             nouns = Nouns(root)
-            table = {"classes": nouns.vocabulary(label_synsets()), "exceptions": nouns.exceptions}
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(table))
-            tmp.replace(path)
+            path.write_text(json.dumps({"classes": nouns.vocabulary(label_synsets()), "exceptions": nouns.exceptions}))
+
+        stamp = runtime.stamp(root / "data.noun", root / "index.noun")
+        path = runtime.cached("wordnet-labels", stamp + _LABELS_VERSION + _VOCABULARY_VERSION, ".json", write)
         table = json.loads(path.read_text())
         return table["classes"], table["exceptions"]
 

@@ -69,8 +69,7 @@ class EfficientNetLite0:
     @property
     def session(self):
         if self._session is None:
-            src = weights_path()
-            fingerprint = f"{_EXPORT_VERSION}:{src.stat().st_size}:{src.stat().st_mtime_ns}"
+            fingerprint = f"{_EXPORT_VERSION}:{runtime.stamp(weights_path())}"
             self._session = runtime.compiled("efficientnet-lite0", fingerprint, self._export, threads=self._threads)
         return self._session
 
@@ -94,12 +93,10 @@ class EfficientNetLite0:
 def imagenet_classifier() -> tuple[np.ndarray, np.ndarray]:
     """The ImageNet head (weight [1000, 1280], bias [1000]) that ConSE applies to region tokens,
     read from the torch checkpoint once and cached, so indexing does not import torch."""
-    src = weights_path()
-    path = runtime.cache_file("efficientnet-lite0-classifier", f"{src.stat().st_size}:{src.stat().st_mtime_ns}", ".npz")
-    if not path.exists():
+    def write(path: Path) -> None:
         model = load_torch_model()
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, weight=model._fc.weight.detach().numpy(), bias=model._fc.bias.detach().numpy())
-        tmp.replace(path)
+        np.savez(path, weight=model._fc.weight.detach().numpy(), bias=model._fc.bias.detach().numpy())
+
+    path = runtime.cached("efficientnet-lite0-classifier", runtime.stamp(weights_path()), ".npz", write)
     with np.load(path) as head:
         return head["weight"], head["bias"]

@@ -180,9 +180,7 @@ class MiniLMTextEncoder:
     @property
     def session(self):
         if self._session is None:
-            src = weights_path()
-            stat = src.stat()
-            fingerprint = f"{_EXPORT_VERSION}:{stat.st_size}:{stat.st_mtime_ns}"
+            fingerprint = f"{_EXPORT_VERSION}:{runtime.stamp(weights_path())}"
             self._session = runtime.compiled("minilm-l6-v2", fingerprint, self._export, threads=self._threads)
         return self._session
 

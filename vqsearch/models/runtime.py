@@ -33,6 +33,30 @@ def cache_file(name: str, fingerprint: str, suffix: str) -> Path:
     return cache_dir() / f"{name}-{digest}{suffix}"
 
 
+def cached(name: str, fingerprint: str, suffix: str, write: Callable[[Path], None]) -> Path:
+    """The cache file for (`name`, `fingerprint`), made first by `write(path)` if there is none.
+
+    `write` writes a temporary file (its name ends in `suffix`) that is then renamed into place,
+    so a crash never leaves a truncated file behind, nor two processes a mixed one.
+    """
+    path = cache_file(name, fingerprint, suffix)
+    if not path.exists():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp" + suffix)
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return path
+
+
+def stamp(*files: Path) -> str:
+    """Sizes and modification times of files: a fingerprint that changes when one is replaced."""
+    return ":".join(f"{stat.st_size}:{stat.st_mtime_ns}" for stat in (file.stat() for file in files))
+
+
 _threads: int | None = None
 
 
@@ -65,26 +89,18 @@ class Frozen:
 
 
 def compiled(name: str, fingerprint: str, export: Callable[[Path], None], threads: int | None = None) -> Frozen:
-    """The model `name` compiled for the CPU, calling `export(path)` first if no cached file exists.
-
-    `fingerprint` must change whenever the exported graph would (weights file, code version): it
-    names the cache file. The export is written to a temporary file and renamed, so a crash never
-    leaves a truncated model behind. `threads`: CPU threads for one inference (default: every core).
+    """The model `name` compiled for the CPU, calling `export(path)` first if no cached ONNX file
+    exists (`cached`). `fingerprint` must change whenever the exported graph would (weights file,
+    code version). `threads`: CPU threads for one inference (default: every core).
     """
     import openvino as ov
 
-    path = cache_file(name, fingerprint, ".onnx")
-    if not path.exists():
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-        os.close(fd)
-        try:
-            with warnings.catch_warnings():  # the exporter's deprecation chatter is not for users
-                warnings.simplefilter("ignore")
-                export(Path(tmp))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    def quiet_export(path: Path) -> None:
+        with warnings.catch_warnings():  # the exporter's deprecation chatter is not for users
+            warnings.simplefilter("ignore")
+            export(path)
+
+    path = cached(name, fingerprint, ".onnx", quiet_export)
     config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads or default_threads(),
               "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "CACHE_DIR": str(cache_dir() / "openvino")}
     return Frozen(ov.Core().compile_model(str(path), "CPU", config))
