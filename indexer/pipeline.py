@@ -165,13 +165,13 @@ class LateLabels:
             track.labelled_frames = 1
 
 
-def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int | None = None, progress=None,
-                threads: int | None = None) -> IndexedVideo:
+def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int | None = None, progress=None
+                ) -> IndexedVideo:
     """Turn one video into track tokens. `progress(n)` is called with each batch's frame count;
     `batch` frames go through the backbone at once (default: what suits the backbone).
 
-    `threads`: CPU threads for a torch backbone (default every core; the embedded model's
-    OpenVINO graphs take theirs from `vqsearch.models.runtime`). BLAS runs single-threaded: the
+    A torch backbone runs on `vqsearch.models.runtime.default_threads()` threads, as the embedded
+    model's OpenVINO graphs do (`vqsearch index --threads`). BLAS runs single-threaded: the
     per-frame matrices are small (a few hundred rows) and OpenBLAS's thread start-up cost them
     10-80x more than the arithmetic on this 2-core machine.
     """
@@ -182,7 +182,7 @@ def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int | No
     torch = sys.modules.get("torch")  # only the big models bring it
     before = torch.get_num_threads() if torch else 0
     if torch:
-        torch.set_num_threads(threads or default_threads())
+        torch.set_num_threads(default_threads())
     try:
         with threadpool_limits(limits=1, user_api="blas"):
             return _index_video(model, info, fps, batch or model.backbone.batch, progress)

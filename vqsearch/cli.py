@@ -66,8 +66,6 @@ def index(
 
     if not (fps > 0 and math.isfinite(fps)):
         raise VQSearchError(f"--fps must be a positive number, got {fps}")
-    if threads is not None and threads < 1:
-        raise VQSearchError(f"--threads must be at least 1, got {threads}")
     set_threads(threads)
     if model is not None:
         get_config(model)
@@ -81,7 +79,7 @@ def index(
             total = len(sample_indices(info.frames, info.fps, fps))
             with tqdm(total=total, desc=given.name, unit="frame", file=sys.stderr,
                       disable=as_json or not sys.stderr.isatty()) as bar:
-                result = index_video(search_model, info, fps, progress=bar.update, threads=threads)
+                result = index_video(search_model, info, fps, progress=bar.update)
             store.add_video(name, str(given), result)
             summaries.append({
                 "video": str(given), "frames_sampled": result.frames_sampled, "tracks": len(result.tracks),

@@ -98,7 +98,7 @@ class CocoDetector:
             raise VQSearchError(f"{PACKAGE} is installed without its model files ({graph.parent}): reinstall it")
         self.net = cv2.dnn.readNetFromTensorflow(str(graph), str(config))
         self.embeddings, self.beside, self.min_score, self.side = embeddings, beside, min_score, side
-        self._lock = threading.Lock()  # one network, called from the decoding thread and the main one
+        self._lock = threading.Lock()  # one network, called from the detector's stage and the last one (late labels)
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
         import cv2

@@ -18,6 +18,8 @@ from typing import Callable
 
 import numpy as np
 
+from vqsearch.errors import VQSearchError
+
 
 def cache_dir() -> Path:
     """Where converted models live: $VQSEARCH_CACHE, else ~/.cache/vqsearch."""
@@ -61,10 +63,11 @@ _threads: int | None = None
 
 
 def set_threads(threads: int | None) -> None:
-    """CPU threads for models compiled from now on (`vqsearch index --threads`; None: every core)."""
+    """CPU threads for the models from now on (`vqsearch index --threads`; None: every core): the
+    OpenVINO graphs compiled after this, and torch's while `index_video` runs."""
     global _threads
     if threads is not None and threads < 1:
-        raise ValueError(f"threads must be at least 1, got {threads}")
+        raise VQSearchError(f"--threads must be at least 1, got {threads}")
     _threads = threads
 
 
