@@ -5,7 +5,11 @@ textual similarities. A track is an occurrence of the queried object when its sc
 model's calibrated threshold for that kind of query AND stands out from the query's background:
 at least `margin` robust standard deviations (1.4826 x median absolute deviation) above the
 median score of the query over the searched tracks. Neither depends on the best match, so the
-crop's own source does not outshine a later, weaker sighting. Colour words in a text query
+crop's own source does not outshine a later, weaker sighting. Across videos a text query asks one
+more thing: ConSE text scores are weak evidence (a goat scored 0.93 for "dog", the dog 0.94), so
+its occurrences lie only in the videos whose best occurrence scores at least `text_video_share`
+(0.8 for the embedded model) of the best anywhere; within one video the rule above alone
+decides, so a weaker later sighting there still counts. Colour words in a text query
 ("my red mug") weigh the score by the evidence that the track is of those colours
 (`vqsearch.colours.colour_evidence`): a track of that colour keeps its score, one without it
 keeps half (coarse regions blur colours: a blue dress measured 10-15 % blue). The answer to "where did I last
@@ -122,8 +126,11 @@ class QueryEngine:
         """
         scores = self._scores(queries, self._selector(video, until_frame))
         ranked = sorted(scores, key=scores.get, reverse=True)
-        kept = self.occurrences(scores, set(queries) & {"text", "visual"})
+        kinds = set(queries) & {"text", "visual"}
+        kept = self.occurrences(scores, kinds)
         spans = self.store.spans(kept)  # lean rows: (video, start, end) for every occurrence
+        if kinds == {"text"}:
+            kept = self.in_likely_videos(kept, scores, {i: spans[i][0] for i in kept})
         recorded = self.store.recording_times({video for video, _, _ in spans.values()})
 
         def seen_until(i: int) -> int:
@@ -148,6 +155,18 @@ class QueryEngine:
             median = float(np.median(values))
             floor = max(floor, median + margin * 1.4826 * float(np.median(np.abs(values - median))))
         return sorted((i for i, s in scores.items() if s >= floor), key=scores.get, reverse=True)
+
+    def in_likely_videos(self, kept: list[int], scores: dict[int, float], videos: dict[int, int]) -> list[int]:
+        """The occurrences of a text query in the videos whose best occurrence scores at least
+        `text_video_share` of the best one (module docstring); the others' occurrences are dropped."""
+        share = self.model.config.text_video_share
+        if share <= 0 or not kept:
+            return kept
+        best: dict[int, float] = {}
+        for i in kept:
+            best[videos[i]] = max(best.get(videos[i], 0.0), scores[i])
+        top = max(best.values())
+        return [i for i in kept if best[videos[i]] >= share * top]
 
     def _selector(self, video: Path | None, until_frame: int | None = None):
         """FAISS search parameters restricted to one video's tracks (and those started by a frame)."""
