@@ -115,11 +115,12 @@ def snap_to_detection(detector: Detector, encode_crop: Callable[[np.ndarray], np
     IoU 0.53 -> 0.67, boxes at IoU >= 0.75 13 % -> 49 %.
     """
     from queries.vq2d.metrics import spatial_iou
+    from vqsearch.models.runtime import default_threads
 
     height, width = frame.shape[:2]
     own = (box[0], box[1], box[0] + box[2], box[1] + box[3])
     candidates = [box]
-    for detection in detector(frame):
+    for detection in detector(frame, threads=default_threads()):
         x0, y0, x1, y1 = (v * side for v, side in zip(detection.box, (width, height, width, height)))
         if spatial_iou((x0, y0, x1, y1), own) >= min_overlap:
             candidates.append((x0, y0, x1 - x0, y1 - y0))

@@ -71,8 +71,9 @@ class Detector(Protocol):
     embeddings: np.ndarray        # [len(labels), text dim], unit norm
     beside: np.ndarray | None     # [classifier labels, text dim]
 
-    def __call__(self, frame: np.ndarray) -> list[Detection]:
-        """One RGB uint8 frame [H, W, 3] -> its detections."""
+    def __call__(self, frame: np.ndarray, threads: int = 1) -> list[Detection]:
+        """One RGB uint8 frame [H, W, 3] -> its detections. `threads`: 1 while indexing, where it
+        runs beside the backbone; every core at query time, where nothing else runs."""
 
 
 def model_files() -> tuple[Path, Path]:
@@ -85,7 +86,7 @@ def model_files() -> tuple[Path, Path]:
 
 
 class CocoDetector:
-    """RGB frames -> detections at or above `min_score`. One OpenCV thread: it runs beside the backbone."""
+    """RGB frames -> detections at or above `min_score`."""
 
     labels = tuple(name for name, _ in COCO_CLASSES)
 
@@ -100,10 +101,10 @@ class CocoDetector:
         self.embeddings, self.beside, self.min_score, self.side = embeddings, beside, min_score, side
         self._lock = threading.Lock()  # one network, called from the detector's stage and the last one (late labels)
 
-    def __call__(self, frame: np.ndarray) -> list[Detection]:
+    def __call__(self, frame: np.ndarray, threads: int = 1) -> list[Detection]:
         import cv2
 
-        cv2.setNumThreads(1)
+        cv2.setNumThreads(threads)
         blob = cv2.dnn.blobFromImage(frame, size=(self.side, self.side), swapRB=False)
         with self._lock:
             self.net.setInput(blob)
