@@ -25,6 +25,7 @@ from queries.hits import Box, Hit
 from queries.localize import refine_box, snap_to_detection
 from queries.sam2_stages import SAM2Stages, clip_box, read_frames, scale_box
 from queries.tracker import TrackSettings, fill_frames, track_object
+from vqsearch.models.runtime import default_threads
 
 if TYPE_CHECKING:
     from queries.engine import QueryEngine
@@ -74,7 +75,7 @@ def _decode(path: str, frames: list[int], size_hw: tuple[int, int] | None = None
     if not frames:
         return {}
     width, height = (size_hw[1], size_hw[0]) if size_hw else (-1, -1)
-    reader = decord.VideoReader(path, width=width, height=height, num_threads=1)
+    reader = decord.VideoReader(path, width=width, height=height, num_threads=default_threads())
     try:
         frames = sorted(frames)  # decoders go forward
         return dict(zip(frames, read_frames(reader, frames)))
@@ -95,7 +96,7 @@ def _refine_and_track(engine: QueryEngine, sam2: SAM2Stages | None, hit: Hit, cr
                    reverse=True)[:ANCHOR_CANDIDATES]
     images = _decode(hit.source, picks)
     if sam2 is not None:
-        reader = decord.VideoReader(hit.source, num_threads=1)
+        reader = decord.VideoReader(hit.source, num_threads=default_threads())
         anchor = picks[0]
         box = own[anchor]
         found = sam2.point_to_box(images[anchor], (box[0] + box[2] / 2, box[1] + box[3] / 2))
@@ -139,7 +140,7 @@ def _similarity_stages(engine: QueryEngine, hit: Hit, images: dict[int, np.ndarr
     scale = min(1.0, TrackSettings().track_side / max(height, width))
     small_hw = (round(height * scale) // 2 * 2, round(width * scale) // 2 * 2)
     small: dict[int, np.ndarray] = {}
-    reader = decord.VideoReader(hit.source, width=small_hw[1], height=small_hw[0], num_threads=1)
+    reader = decord.VideoReader(hit.source, width=small_hw[1], height=small_hw[0], num_threads=default_threads())
 
     def read(ids: list[int]) -> np.ndarray:
         missing = sorted(i for i in ids if i not in small)  # decoders go forward
@@ -186,7 +187,7 @@ def relocate(engine: QueryEngine, queries: dict[str, np.ndarray], until_frame: i
         import decord
 
         track_boxes = {b.frame: (b.x, b.y, b.width, b.height) for b in answer.boxes}
-        crops = augment_queries(decord.VideoReader(answer.source, num_threads=1), track_boxes)
+        crops = augment_queries(decord.VideoReader(answer.source, num_threads=default_threads()), track_boxes)
         tokens = [refined] + [engine.encode_crop(crop) for crop in crops if min(crop.shape[:2]) >= 2]
         if "visual" in queries:
             tokens.append(queries["visual"])
