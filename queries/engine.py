@@ -5,11 +5,12 @@ textual similarities. A track is an occurrence of the queried object when its sc
 model's calibrated threshold for that kind of query AND stands out from the query's background:
 at least `margin` robust standard deviations (1.4826 x median absolute deviation) above the
 median score of the query over the searched tracks. Neither depends on the best match, so the
-crop's own source does not outshine a later, weaker sighting. Across videos a text query asks one
-more thing: ConSE text scores are weak evidence (a goat scored 0.93 for "dog", the dog 0.94), so
-its occurrences lie only in the videos whose best occurrence scores at least `text_video_share`
-(0.8 for the embedded model) of the best anywhere; within one video the rule above alone
-decides, so a weaker later sighting there still counts. Colour words in a text query
+crop's own source does not outshine a later, weaker sighting. Across videos a query asks one
+more thing: its occurrences lie only in the videos whose best occurrence scores at least a share
+of the best one anywhere (`*_video_share`; the embedded model: 0.8 for a crop and for text, off
+for both). Scores are weak evidence across a library: a goat scored 0.93 for "dog" (the dog
+0.94), a horse 0.55 against a camel's crop (the camel's own reappearance 0.47). Within a video
+the rule above alone decides, so a weaker later sighting there still counts. Colour words in a text query
 ("my red mug") weigh the score by the evidence that the track is of those colours
 (`vqsearch.colours.colour_evidence`): a track of that colour keeps its score, one without it
 keeps half (coarse regions blur colours: a blue dress measured 10-15 % blue). The answer to "where did I last
@@ -129,8 +130,7 @@ class QueryEngine:
         kinds = set(queries) & {"text", "visual"}
         kept = self.occurrences(scores, kinds)
         spans = self.store.spans(kept)  # lean rows: (video, start, end) for every occurrence
-        if kinds == {"text"}:
-            kept = self.in_likely_videos(kept, scores, {i: spans[i][0] for i in kept})
+        kept = self.in_likely_videos(kept, scores, {i: spans[i][0] for i in kept}, self._rule(kinds)[2])
         recorded = self.store.recording_times({video for video, _, _ in spans.values()})
 
         def seen_until(i: int) -> int:
@@ -143,10 +143,7 @@ class QueryEngine:
 
     def occurrences(self, scores: dict[int, float], kinds: set[str]) -> list[int]:
         """Track ids that are occurrences of the query (module docstring), best first."""
-        config = self.model.config
-        threshold, margin = ((config.joint_threshold, config.joint_margin) if len(kinds) == 2 else
-                             (config.text_threshold, config.text_margin) if "text" in kinds else
-                             (config.visual_threshold, config.visual_margin))
+        threshold, margin, _ = self._rule(kinds)
         if not scores:
             return []
         floor = threshold
@@ -156,10 +153,17 @@ class QueryEngine:
             floor = max(floor, median + margin * 1.4826 * float(np.median(np.abs(values - median))))
         return sorted((i for i, s in scores.items() if s >= floor), key=scores.get, reverse=True)
 
-    def in_likely_videos(self, kept: list[int], scores: dict[int, float], videos: dict[int, int]) -> list[int]:
-        """The occurrences of a text query in the videos whose best occurrence scores at least
-        `text_video_share` of the best one (module docstring); the others' occurrences are dropped."""
-        share = self.model.config.text_video_share
+    def _rule(self, kinds: set[str]) -> tuple[float, float, float]:
+        """(threshold, margin, video share) of the model for this kind of query."""
+        c = self.model.config
+        return ((c.joint_threshold, c.joint_margin, c.joint_video_share) if len(kinds) == 2 else
+                (c.text_threshold, c.text_margin, c.text_video_share) if "text" in kinds else
+                (c.visual_threshold, c.visual_margin, c.visual_video_share))
+
+    @staticmethod
+    def in_likely_videos(kept: list[int], scores: dict[int, float], videos: dict[int, int], share: float) -> list[int]:
+        """The occurrences in the videos whose best occurrence scores at least `share` of the best
+        one (module docstring); the other videos' occurrences are dropped. 0: every video."""
         if share <= 0 or not kept:
             return kept
         best: dict[int, float] = {}

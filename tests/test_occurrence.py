@@ -42,12 +42,11 @@ def test_each_kind_of_query_has_its_own_rule():
     assert engine.occurrences(scores, {"text", "visual"}) == [3, 2]
 
 
-def test_a_text_query_answers_from_the_videos_that_look_most_like_it():
-    engine = _engine(text_video_share=0.8)
+def test_a_query_answers_from_the_videos_that_look_most_like_it():
     scores = {1: 0.95, 2: 0.50, 3: 0.60, 4: 0.80, 5: 0.70}
     videos = {1: 10, 2: 10, 3: 20, 4: 30, 5: 30}  # video 20's best (0.60) is under 0.8 x 0.95
-    assert engine.in_likely_videos([1, 2, 3, 4, 5], scores, videos) == [1, 2, 4, 5]
-    assert _engine().in_likely_videos([1, 2, 3], scores, videos) == [1, 2, 3]  # share 0: all videos
+    assert QueryEngine.in_likely_videos([1, 2, 3, 4, 5], scores, videos, 0.8) == [1, 2, 4, 5]
+    assert QueryEngine.in_likely_videos([1, 2, 3], scores, videos, 0.0) == [1, 2, 3]  # every video
 
 
 @pytest.mark.slow

@@ -61,8 +61,9 @@ class ModelConfig:
     visual_margin: float = 0.0          # ... and this many robust standard deviations above the
     text_margin: float = 0.0            #     median score of the query over the searched tracks
     joint_margin: float = 0.0           #     (the background), per kind of query
-    text_video_share: float = 0.0       # text query: only videos whose best track scores this share
-                                        #     of the best track anywhere hold occurrences (0: all)
+    visual_video_share: float = 0.0     # only the videos whose best occurrence scores this share of
+    text_video_share: float = 0.0       #     the best one anywhere hold occurrences, per kind of
+    joint_video_share: float = 0.0      #     query (0: every video)
     detect_fps: float = 1.0             # frames a second the detector sees (models that have one)
     extra: dict = field(default_factory=dict)
 

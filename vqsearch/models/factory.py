@@ -40,6 +40,7 @@ CONFIGS: dict[str, ModelConfig] = {
         visual_margin=2.0,
         text_margin=2.0,
         joint_margin=1.5,
+        visual_video_share=0.8,
         text_video_share=0.8,
     ),
     TINY_OPENCLIP: ModelConfig(name=TINY_OPENCLIP, input_long_side=128, crop_long_side=64, **_PAPER,
