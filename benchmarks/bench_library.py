@@ -69,28 +69,6 @@ def build_library(davis: Path, work: Path) -> tuple[dict[str, tuple[Path, Path]]
     return videos, crops
 
 
-def index_library(videos: list[Path], store_dir: Path):
-    """The engine over a store of `videos` (indexed once), and the baseline's tokens per video."""
-    from indexer.pipeline import index_video
-    from indexer.video import probe
-    from queries.engine import QueryEngine
-    from vqsearch.models.factory import create_model
-    from vqsearch.store import Store
-
-    model = create_model()
-    store = Store.open(store_dir, create=True)
-    text_tokens = {}
-    for path in videos:
-        cached = store_dir / f"baseline-{path.stem}.npy"
-        if store.find_video(path) is None or not cached.is_file():
-            result = index_video(model, probe(path), FPS)
-            store.add_video(model.name, str(path), result)
-            tokens = np.stack([t.token for t in result.tracks]).astype(np.float32)
-            np.save(cached, model.region_encoder.text_projection(tokens))
-        text_tokens[path.name] = np.load(cached)
-    return QueryEngine(store, model), text_tokens
-
-
 def frame_cells(engine, videos: list[Path], work: Path) -> dict[str, np.ndarray]:
     """Per video, its sampled frames' unit feature cells [frames, cells, dim] (the crop baseline's input)."""
     import decord
@@ -146,12 +124,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    from bench_text import index
     from queries.vq2d.davis import object_title
 
     library, crops = build_library(args.davis, args.work)
     sequences = sorted(library)
     videos = [path for pair in library.values() for path in pair]
-    engine, text_tokens = index_library(videos, args.work / "db")
+    engine, text_tokens = index(args.work / "db", videos)  # bench_text's: same indexing, same baseline
     cells = frame_cells(engine, videos, args.work)
     titles = {s: object_title(s) for s in sequences}
     queries = []  # (mode, sequence, text, crop token)

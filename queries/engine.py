@@ -1,20 +1,22 @@
 """The query engine: text and/or crop -> query tokens -> track similarities -> ranked hits and last_seen.
 
-T-REN's rule: with both a text and a crop, a track's score is the product of its visual and
-textual similarities. A track is an occurrence of the queried object when its score passes the
-model's calibrated threshold for that kind of query AND stands out from the query's background:
-at least `margin` robust standard deviations (1.4826 x median absolute deviation) above the
-median score of the query over the searched tracks. Neither depends on the best match, so the
-crop's own source does not outshine a later, weaker sighting. Across videos a query asks one
-more thing: its occurrences lie only in the videos whose best occurrence scores at least a share
-of the best one anywhere (`*_video_share`; the embedded model: 0.8 for a crop and for text, off
-for both). Scores are weak evidence across a library: a goat scored 0.93 for "dog" (the dog
-0.94), a horse 0.55 against a camel's crop (the camel's own reappearance 0.47). Within a video
-the rule above alone decides, so a weaker later sighting there still counts. Colour words in a text query
-("my red mug") weigh the score by the evidence that the track is of those colours
-(`vqsearch.colours.colour_evidence`): a track of that colour keeps its score, one without it
-keeps half (coarse regions blur colours: a blue dress measured 10-15 % blue). The answer to "where did I last
-see it" is the occurrence that ends last (videos ordered by recording time).
+T-REN's rule: with both a text and a crop, a track's score is the product of its visual and textual
+similarities; the embedded model ranks by it but lets the crop alone decide which tracks are
+occurrences (`joint_decides` off): its ConSE factor varies more between views of one object than
+between look-alikes, and deciding by the product lost brief reappearances (README). A track is an
+occurrence of the queried object when its score passes the model's calibrated threshold for that
+kind of query AND stands out from the query's background: at least `margin` robust standard
+deviations (1.4826 x median absolute deviation) above the median score of the query over the
+searched tracks. Neither depends on the best match, so the crop's own source does not outshine a
+later, weaker sighting. Across videos a query asks one more thing: its occurrences lie only in the
+videos whose best occurrence scores at least a share of the best one anywhere (`*_video_share`; the
+embedded model: 0.8). Scores are weak evidence across a library: a goat scored 0.93 for "dog" (the
+dog 0.94), a horse 0.55 against a camel's crop (the camel's own reappearance 0.47). Within a video
+the rule above alone decides, so a weaker later sighting there still counts. Colour words in a text
+query ("my red mug") weigh the score by the evidence that the track is of those colours
+(`vqsearch.colours.colour_evidence`): a track of that colour keeps its score, one without it keeps
+half (coarse regions blur colours: a blue dress measured 10-15 % blue). The answer to "where did I
+last see it" is the occurrence that ends last (videos ordered by recording time).
 """
 
 from __future__ import annotations
@@ -125,20 +127,24 @@ class QueryEngine:
 
         `until_frame` answers as of that frame (VQ2D): only tracks that started by then count.
         """
-        scores = self._scores(queries, self._selector(video, until_frame))
+        selector = self._selector(video, until_frame)
+        scores = self._scores(queries, selector)
         ranked = sorted(scores, key=scores.get, reverse=True)
         kinds = set(queries) & {"text", "visual"}
-        kept = self.occurrences(scores, kinds)
+        deciding = scores
+        if kinds == {"text", "visual"} and not self.model.config.joint_decides:
+            kinds, deciding = {"visual"}, self._scores({"visual": queries["visual"]}, selector)
+        kept = self.occurrences(deciding, kinds)
         spans = self.store.spans(kept)  # lean rows: (video, start, end) for every occurrence
-        kept = self.in_likely_videos(kept, scores, {i: spans[i][0] for i in kept}, self._rule(kinds)[2])
+        kept = self.in_likely_videos(kept, deciding, {i: spans[i][0] for i in kept}, self._rule(kinds)[2])
         recorded = self.store.recording_times({video for video, _, _ in spans.values()})
 
         def seen_until(i: int) -> int:
             return spans[i][2] if until_frame is None else min(spans[i][2], until_frame)
 
-        last = max(kept, key=lambda i: (recorded[spans[i][0]], spans[i][0], seen_until(i), scores[i]), default=None)
+        last = max(kept, key=lambda i: (recorded[spans[i][0]], spans[i][0], seen_until(i), deciding[i]), default=None)
         rows = self.store.tracks(ranked[:top_k] + ([last] if last is not None else []))  # boxes: only these
-        return (Hit.from_track(rows[last], scores[last], until_frame) if last is not None else None,
+        return (Hit.from_track(rows[last], scores.get(last, 0.0), until_frame) if last is not None else None,
                 [Hit.from_track(rows[i], scores[i], until_frame) for i in ranked[:top_k]])
 
     def occurrences(self, scores: dict[int, float], kinds: set[str]) -> list[int]:

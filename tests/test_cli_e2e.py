@@ -68,6 +68,10 @@ def test_text_ranks_the_right_video_first(db, text, video):
 def test_text_and_crop_together_and_video_filter(db, ball_crop, videos):
     both = query(db, "--text", "ball", "--crop", str(ball_crop))
     assert 280 <= both["last_seen"]["start_frame"] <= 299
+    crop = query(db, "--crop", str(ball_crop))  # the crop decides the occurrence, the product scores it
+    assert (both["last_seen"]["start_frame"], both["last_seen"]["end_frame"]) == (
+        crop["last_seen"]["start_frame"], crop["last_seen"]["end_frame"])
+    assert 0 < both["last_seen"]["score"] < crop["last_seen"]["score"]
     only = query(db, "--text", "ball", "--video", str(videos / "bedroom.mp4"), "--top-k", "4")
     assert {Path(r["video"]).name for r in only["results"]} == {"bedroom.mp4"}
 

@@ -64,6 +64,8 @@ class ModelConfig:
     visual_video_share: float = 0.0     # only the videos whose best occurrence scores this share of
     text_video_share: float = 0.0       #     the best one anywhere hold occurrences, per kind of
     joint_video_share: float = 0.0      #     query (0: every video)
+    joint_decides: bool = True          # text + crop: the product decides occurrences (T-REN); off:
+                                        #     the crop's own rule does, the product only ranks
     detect_fps: float = 1.0             # frames a second the detector sees (models that have one)
     extra: dict = field(default_factory=dict)
 

@@ -42,6 +42,7 @@ CONFIGS: dict[str, ModelConfig] = {
         joint_margin=1.5,
         visual_video_share=0.8,
         text_video_share=0.8,
+        joint_decides=False,
     ),
     TINY_OPENCLIP: ModelConfig(name=TINY_OPENCLIP, input_long_side=128, crop_long_side=64, **_PAPER,
                                extra={"arch": "tiny-random", "pretrained": None}),
