@@ -63,6 +63,7 @@ def create_app(root: Path, token: str | None = None, device: str = "cpu") -> Fas
     app = FastAPIOffline(title="vqsearch", version=__version__, description=DESCRIPTION, lifespan=lifespan,
                          static_url="/docs-static", favicon_url="/static/favicon.svg",
                          swagger_ui_parameters={"validatorUrl": None})  # Swagger UI's validator is online
+    app.state.served = served
     errors.install(app)
     app.add_middleware(BodyLimit)
     bearer = HTTPBearer(auto_error=False, description="The server's --token, when it has one.")
@@ -153,6 +154,7 @@ def _listen(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
+        sock.listen(128)  # connections wait in the backlog while the index loads
     except (OSError, OverflowError) as error:
         raise VQSearchError(f"cannot listen on {host}:{port}: {getattr(error, 'strerror', None) or error}") from None
     return sock
@@ -165,9 +167,10 @@ def serve(root: Path, host: str, port: int, token: str | None, device: str = "cp
     check_bind(host, token)
     sock = _listen(host, port)
     app = create_app(root, token, device)
-    bound = sock.getsockname()[1]
+    videos = len(app.state.served.videos())
     shown = f"[{host.strip('[]')}]" if ":" in host else host
-    print(f"vqsearch: serving {root} on http://{shown}:{bound}/ (API docs: /docs)"
-          + (", token required" if token else ""), file=sys.stderr, flush=True)
+    print(f"vqsearch: serving {root} ({videos} videos{'' if videos else ': index some from the Library'}) "
+          f"on http://{shown}:{sock.getsockname()[1]}/ (API docs: /docs){', token required' if token else ''}",
+          file=sys.stderr, flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     uvicorn.Server(config).run(sockets=[sock])

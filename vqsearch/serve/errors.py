@@ -28,10 +28,11 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 
 
 def _validation_line(error: RequestValidationError) -> str:
-    """FastAPI's first complaint as one line: where (e.g. `top_k`, `frame`) and what is wrong."""
+    """FastAPI's first complaint as one line: which field (e.g. `top_k`, `frame`) and what is wrong."""
     first = error.errors()[0] if error.errors() else {}
-    where = ".".join(str(part) for part in first.get("loc", ())[1:] or first.get("loc", ()))
-    return f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
+    loc = first.get("loc", ())
+    where = ".".join(part for part in loc[1:] if isinstance(part, str)) or f"request {loc[0] if loc else ''}".strip()
+    return f"{where}: {first.get('msg', 'invalid')}"
 
 
 def install(app: FastAPI) -> None:
@@ -52,7 +53,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        message = f"no such page: {request.url.path}" if error.status_code == 404 else str(error.detail)
+        message = {404: f"no such page: {request.url.path}",
+                   405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, str(error.detail))
         return error_response(error.status_code, message, getattr(error, "headers", None))
 
     @app.exception_handler(Exception)

@@ -66,6 +66,7 @@ class ServedIndex:
         from queries.relocate import Relocation
 
         self.root, self.device = Path(root), device
+        Store(self.root)  # refuses a --db that is a file, as every command does; a missing one is an empty index
         self._lock = threading.Lock()
         self._model = None
         self._store: Store | None = None

@@ -467,7 +467,7 @@ function setCrop(blob, name) {
   if (preview.src) URL.revokeObjectURL(preview.src);
   preview.src = URL.createObjectURL(blob);
   preview.hidden = false;
-  $("#drop-hint").textContent = `${name}: searched for with your words. Drop another to replace it.`;
+  $("#drop-hint").textContent = `${name} (drop, paste or choose another to replace it)`;
   $("#crop-clear").hidden = false;
 }
 
