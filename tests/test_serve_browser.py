@@ -151,3 +151,24 @@ def test_a_box_drawn_on_a_frame_is_the_query(browser, url):
     assert text_of(browser, "#last-video") == "02_cups.mp4"
     assert "02_cups-frame0.png" in text_of(browser, "#status")
     no_page_errors(browser)
+
+
+def test_a_server_with_a_token_asks_for_it_then_answers(browser, sample_db):
+    from selenium.webdriver.common.by import By
+
+    with served(sample_db, "--token", "page-token") as address:
+        browser.get(address + "/")
+        browser.execute_script("localStorage.clear()")
+        browser.get(address + "/")
+        wait_for(browser, lambda b: b.find_element(By.ID, "token-form").is_displayed(), "the token field")
+        assert "needs its token" in text_of(browser, "#message")
+        browser.find_element(By.ID, "token").send_keys("page-token")
+        browser.find_element(By.CSS_SELECTOR, "#token-form button").click()
+        wait_for(browser, lambda b: b.find_element(By.ID, "pick-open").is_enabled(), "the library")
+        browser.find_element(By.ID, "text").send_keys("ball")
+        browser.find_element(By.ID, "search-button").click()
+        wait_for_answer(browser)
+        assert text_of(browser, "#last-video") == "02_cups.mp4"
+        wait_for(browser, lambda b: all(box["loaded"] for box in shown_boxes(b)), "the frames, asked with the token")
+        browser.get_log("browser")  # the 401 before the token was given is expected
+        assert text_of(browser, "#message") == ""
