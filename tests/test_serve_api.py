@@ -57,7 +57,8 @@ def test_health_and_videos(client, ids):
     assert sorted(ids) == ["02_cups.mp4", "04_coffee.mp4", "bedroom.mp4"]
     assert sum(v["tracks"] for v in videos) == health["tracks"] > 0
     cups = next(v for v in videos if v["id"] == ids["02_cups.mp4"])
-    assert (cups["frames"], cups["fps"], cups["width"], cups["height"], cups["model"]) == (300, 29.97, 1280, 720, "lite0-conse")
+    assert (cups["frames"], cups["fps"], cups["width"], cups["height"]) == (300, 29.97, 1280, 720)
+    assert cups["model"] == "lite0-conse"
     assert cups["frames_sampled"] == 51 and cups["compression"] >= 100
 
 
@@ -121,7 +122,8 @@ CASES = [
     ("top_k 0", "post", "/api/query", {"data": {"text": "cup", "top_k": "0"}}, 422, "top_k"),
     ("top_k not a number", "post", "/api/query", {"data": {"text": "cup", "top_k": "five"}}, 422, "top_k"),
     ("unknown video id", "post", "/api/query", {"data": {"text": "cup", "video_id": "99"}}, 404, "no video with id 99"),
-    ("path as video id", "post", "/api/query", {"data": {"text": "cup", "video_id": "../index.sqlite"}}, 422, "video_id"),
+    ("path as video id", "post", "/api/query", {"data": {"text": "cup", "video_id": "../index.sqlite"}}, 422,
+     "video_id"),
     ("crop not an image", "post", "/api/query", {"files": {"crop": ("notes.png", b"not an image", "image/png")}}, 422,
      "cannot read crop image notes.png"),
     ("crop truncated", "post", "/api/query", {"files": {"crop": ("cut.png", NOISE[:4000], "image/png")}}, 422,

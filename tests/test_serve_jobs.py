@@ -1,7 +1,7 @@
 """Index jobs and removals through `vqsearch serve`'s API, on a new index the server starts without.
 
 A job indexes a real sample video in the background while the API keeps answering; the served
-engine then finds it. A job for a file that is not there fails with one line; a write while
+engine then finds it, as it finds what a `vqsearch index` beside it wrote. A job for a file that is not there fails with one line; a write while
 another writer holds the index is refused (409, or a failed job) and changes nothing.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tree
+from conftest import tree, vqsearch
 
 pytestmark = pytest.mark.slow
 
@@ -92,12 +92,21 @@ def test_a_write_while_another_writer_holds_the_index_changes_nothing(served, vi
     assert {k: v for k, v in tree(root).items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
 
 
-def test_removing_a_video_by_id(served):
+def test_the_engine_sees_what_another_process_indexed(served, videos, ball_crop):
     client, root = served
-    [video] = client.get("/api/videos").json()["videos"]
-    removed = client.delete(f"/api/videos/{video['id']}")
-    assert removed.status_code == 200 and removed.json() == {"removed": video["video"]}
+    done = vqsearch("index", str(videos / "02_cups.mp4"), "--db", str(root))  # the CLI beside the server
+    assert done.returncode == 0, done.stderr
+    assert len(client.get("/api/videos").json()["videos"]) == 2
+    answer = client.post("/api/query", files={"crop": ("ball.png", ball_crop.read_bytes(), "image/png")}).json()
+    assert Path(answer["last_seen"]["video"]).name == "02_cups.mp4"
+
+
+def test_removing_videos_by_id(served):
+    client, root = served
+    for video in client.get("/api/videos").json()["videos"]:
+        removed = client.delete(f"/api/videos/{video['id']}")
+        assert removed.status_code == 200 and removed.json() == {"removed": video["video"]}
+        assert client.delete(f"/api/videos/{video['id']}").status_code == 404
     assert client.get("/api/videos").json() == {"videos": []}
-    assert client.delete(f"/api/videos/{video['id']}").status_code == 404
     gone = client.post("/api/query", data={"text": "bed"})
     assert gone.status_code == 200 and gone.json()["last_seen"] is None

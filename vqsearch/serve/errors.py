@@ -53,11 +53,12 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        message = {404: f"no such page: {request.url.path}",
-                   405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, str(error.detail))
+        said = {404: f"no such page: {request.url.path}", 405: f"{request.method} is not allowed on {request.url.path}"}
+        message = said.get(error.status_code, str(error.detail))
         return error_response(error.status_code, message, getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
     async def fault(request: Request, error: Exception) -> JSONResponse:
         log.exception("server fault on %s %s", request.method, request.url.path)
-        return error_response(500, f"server fault: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return error_response(500, f"server fault: {type(error).__name__}: {first}")

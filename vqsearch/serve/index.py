@@ -86,11 +86,11 @@ class ServedIndex:
         engine over it; the model is created once, with the first store that names one."""
         from vqsearch.models.factory import create_model
 
-        self._stamp = self._file_stamp()  # before opening: a write after it reloads again
-        store = Store.open(self.root) if self._stamp else None
+        now = self._file_stamp()  # before opening: a write after it reloads again
+        store = Store.open(self.root) if now else None
         if store is not None and store.model_name is not None and self._model is None:
             self._model = create_model(store.model_name, self.device)
-        self._store = store
+        self._store, self._stamp = store, now
         self._engine = TimelineEngine(store, self._model) if store is not None and self._model is not None else None
         if self._engine is not None:
             self._warm(self._engine)
@@ -107,7 +107,10 @@ class ServedIndex:
     def _current(self) -> TimelineEngine:
         """The engine over the committed index (reopened if it changed); the caller holds the lock."""
         if self._file_stamp() != self._stamp:
-            self._reload()
+            try:
+                self._reload()
+            except VQSearchError as error:  # damaged by another program since: `vqsearch check` says how
+                raise ApiError(409, str(error)) from None
         if self._engine is None:
             raise ApiError(409, f"the index at {self.root} is empty: index a video first")
         return self._engine

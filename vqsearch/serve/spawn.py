@@ -21,9 +21,9 @@ def served(db: Path, *args: str, timeout: float = 180.0) -> Iterator[str]:
     """`vqsearch serve --db DB --port 0 ARGS` (any free port); yields its base URL once it listens,
     and stops it (SIGTERM, then SIGKILL) at the end."""
     with tempfile.TemporaryFile("w+") as log:
-        process = subprocess.Popen([sys.executable, "-m", "vqsearch.cli", "serve", "--db", str(db), "--port", "0", *args],
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, text=True,
-                                   env=os.environ.copy())
+        command = [sys.executable, "-m", "vqsearch.cli", "serve", "--db", str(db), "--port", "0", *args]
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                                   text=True, env=os.environ.copy())
         try:
             yield _address(process, log, timeout)
         finally:

@@ -84,7 +84,7 @@ function frameURL(videoId, frame, width) {
       .then((response) => response.blob()).then((blob) => URL.createObjectURL(blob));
     url.catch(() => frames.delete(key));
     frames.set(key, url);
-    if (frames.size > 600) {
+    if (frames.size > 300) {
       const [oldest, old] = frames.entries().next().value;
       frames.delete(oldest);
       old.then((u) => setTimeout(() => URL.revokeObjectURL(u), 5000), () => {});
@@ -183,7 +183,8 @@ $("#index-form").addEventListener("submit", async (event) => {
   const path = $("#index-path").value.trim();
   if (!path) { showError("Give the path of a video file on the server."); return; }
   try {
-    await getJSON("/api/index", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ path }) });
+    const headers = { "Content-Type": "application/json" };
+    await getJSON("/api/index", { method: "POST", headers, body: JSON.stringify({ path }) });
     $("#index-path").value = "";
     clearError();
     pollJobs();
@@ -212,7 +213,8 @@ async function pollJobs() {
     const said = job.state === "running" ? `running ${Math.round(job.progress * 100)} %` : job.state;
     row.append(el("span", "path", job.video), el("span", "state", said), bar);
     if (job.error) row.append(el("span", "error", job.error));
-    if (job.result) row.append(el("span", "muted", `${job.result.frames_sampled} frames → ${job.result.tracks} tracks in ${job.result.seconds.toFixed(1)} s`));
+    const { result } = job;
+    if (result) row.append(el("span", "muted", `${result.frames_sampled} frames → ${result.tracks} tracks in ${result.seconds.toFixed(1)} s`));
     return row;
   }));
   if (finished) await loadVideos();
@@ -268,7 +270,8 @@ $("#search-form").addEventListener("submit", search);
 function setBoxState(boxes) {
   const badge = $("#box-state");
   badge.className = `badge ${boxes}`;
-  badge.textContent = { pending: "refining boxes…", done: "tight box on every frame", failed: "coarse boxes (index)" }[boxes] || "";
+  const said = { pending: "refining boxes…", done: "tight box on every frame", failed: "coarse boxes (index)" };
+  badge.textContent = said[boxes] || "";
 }
 
 async function render(answer, boxes) {
@@ -286,9 +289,11 @@ async function render(answer, boxes) {
   }
   renderTimelines(answer);
   renderResults(answer);
-  const asked = [answer.query.text && `“${answer.query.text}”`, answer.query.crop && `the photo ${answer.query.crop}`].filter(Boolean).join(" and ");
+  const { text, crop } = answer.query;
+  const asked = [text && `“${text}”`, crop && `the photo ${crop}`].filter(Boolean).join(" and ");
+  const sightings = `${answer.occurrences.length} sighting${answer.occurrences.length === 1 ? "" : "s"} in all`;
   setStatus(last
-    ? `Last seen in ${basename(last.video)} at ${seconds(last.start_time)}–${seconds(last.end_time)} (${asked}); ${answer.occurrences.length} sighting${answer.occurrences.length === 1 ? "" : "s"} in all.`
+    ? `Last seen in ${basename(last.video)} at ${seconds(last.start_time)}–${seconds(last.end_time)} (${asked}); ${sightings}.`
     : `Not found above the model's threshold (${asked}).`);
 }
 
@@ -300,7 +305,8 @@ function showLastSeen(hit) {
   $("#last-video").textContent = basename(hit.video);
   $("#last-window").textContent = `${seconds(hit.start_time)} – ${seconds(hit.end_time)}`;
   const facts = [["video", hit.video], ["time", `${seconds(hit.start_time)} – ${seconds(hit.end_time)}`],
-    ["frames", `${hit.start_frame} – ${hit.end_frame}`], ["boxes", `${hit.boxes.length} frames`], ["score", hit.score.toFixed(3)]];
+    ["frames", `${hit.start_frame} – ${hit.end_frame}`], ["boxes", `${hit.boxes.length} frames`],
+    ["score", hit.score.toFixed(3)]];
   $("#last-facts").replaceChildren(...facts.flatMap(([term, value]) => [el("dt", "", term), el("dd", "", value)]));
   $("#strip").replaceChildren(...spread(hit.boxes, STRIP_FRAMES).map((box) => {
     const view = frameView(v, box.frame, box, "", THUMB_WIDTH, seconds(box.frame / v.fps));
@@ -408,7 +414,8 @@ class Player {
   async show(i) {
     const run = this.run;
     const box = this.frames[i];
-    const url = await frameURL(this.video.id, box.frame, PLAYER_WIDTH).catch((error) => { showError(error.message); return null; });
+    const url = await frameURL(this.video.id, box.frame, PLAYER_WIDTH)
+      .catch((error) => { showError(error.message); return null; });
     if (run !== this.run || !url) return false;
     this.image.src = url;
     placeBox(this.box, box.width ? box : null, this.video);
@@ -453,7 +460,11 @@ class Player {
   current() { return { videoId: this.video.id, frame: this.frames[this.at].frame }; }
 }
 const player = new Player($("#player"));
-$("#pick-here").addEventListener("click", () => { const { videoId, frame } = player.current(); player.pause(); openPicker(videoId, frame); });
+$("#pick-here").addEventListener("click", () => {
+  const { videoId, frame } = player.current();
+  player.pause();
+  openPicker(videoId, frame);
+});
 
 // --- the crop: a photo dropped, pasted or chosen, or a box drawn on a frame ---------------
 function setCrop(blob, name) {
@@ -480,10 +491,21 @@ function clearCrop() {
 }
 
 const drop = $("#drop");
-$("#crop-file").addEventListener("change", (event) => { const file = event.target.files[0]; if (file) setCrop(file, file.name); });
+$("#crop-file").addEventListener("change", (event) => {
+  const file = event.target.files[0];
+  if (file) setCrop(file, file.name);
+});
 $("#crop-clear").addEventListener("click", clearCrop);
-drop.addEventListener("keydown", (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); $("#crop-file").click(); } });
-["dragenter", "dragover"].forEach((type) => drop.addEventListener(type, (event) => { event.preventDefault(); drop.classList.add("over"); }));
+drop.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" || event.key === " ") {
+    event.preventDefault();
+    $("#crop-file").click();
+  }
+});
+["dragenter", "dragover"].forEach((type) => drop.addEventListener(type, (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+}));
 ["dragleave", "drop"].forEach((type) => drop.addEventListener(type, () => drop.classList.remove("over")));
 drop.addEventListener("drop", (event) => {
   event.preventDefault();
