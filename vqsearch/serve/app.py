@@ -40,6 +40,15 @@ DESCRIPTION = """Where did I last see it? The JSON API of `vqsearch serve` (cont
 """
 
 
+class ErrorBody(BaseModel):
+    error: str = Field(description="One clear line: what is wrong, and what to do where it helps.")
+
+
+ERRORS = {401: "No token, or not the server's (when it has one).", 404: "No such video, frame, job or page.",
+          409: "The index is empty, damaged, or being written by another writer.",
+          413: "The request body is over 10 MB.", 422: "A field is missing or wrong, or the crop is no usable image."}
+
+
 class IndexRequest(BaseModel):
     path: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]+$",
                       description="A video file on the server, as `vqsearch index` would be given it.")
@@ -71,7 +80,8 @@ def create_app(root: Path, token: str | None = None, device: str = "cpu") -> Fas
     def authorised(credentials: HTTPAuthorizationCredentials | None = Security(bearer)) -> None:
         check_token(token, credentials.credentials if credentials else None)
 
-    api = APIRouter(prefix="/api", dependencies=[Depends(authorised)])
+    api = APIRouter(prefix="/api", dependencies=[Depends(authorised)],
+                    responses={code: {"model": ErrorBody, "description": said} for code, said in ERRORS.items()})
 
     @api.get("/health")
     def health() -> dict:
