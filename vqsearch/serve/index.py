@@ -17,7 +17,7 @@ from typing import Callable, TypeVar
 import numpy as np
 
 from queries.engine import QueryEngine, UploadedCrop
-from queries.hits import Answer, Hit
+from queries.hits import Answer
 from vqsearch.errors import VQSearchError
 from vqsearch.models.runtime import stamp
 from vqsearch.serve.errors import ApiError
@@ -42,11 +42,6 @@ class TimelineEngine(QueryEngine):
         if self.found is None:  # the search's own, not a relocation's search again (SAM 2, step 5)
             self.found = {i: scores[i] for i in kept[:MAX_OCCURRENCES]}
         return kept
-
-
-def hit_json(hit: Hit) -> dict:
-    """A HIT of the contract, with the id the frames of its video are asked by."""
-    return {**hit.to_json(), "video_id": hit.video_id}
 
 
 def video_json(video: Video, tracks: int, model: str | None) -> dict:
@@ -164,8 +159,9 @@ class ServedIndex:
                         "end_time": round(end / fps[v], 3), "score": round(found[i], 4)}
                        for i, (v, start, end) in sorted(spans.items(), key=lambda item: item[1])]
         out = answer.to_json()
-        out["last_seen"] = hit_json(answer.last_seen) if answer.last_seen else None
-        out["results"] = [hit_json(hit) for hit in answer.results]
+        for shown, hit in zip([out["last_seen"], *out["results"]], [answer.last_seen, *answer.results]):
+            if hit is not None:
+                shown["video_id"] = hit.video_id  # the id the frames of its video are asked by
         return {**out, "occurrences": occurrences}
 
     def remove(self, video_id: int) -> str:
