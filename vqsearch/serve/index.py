@@ -82,7 +82,7 @@ class ServedIndex:
         from vqsearch.models.factory import create_model
 
         now = self._file_stamp()  # before opening: a write after it reloads again
-        store = Store.open(self.root) if now else None
+        store = Store.open(self.root, device=self.device) if now else None  # FAISS on a GPU when asked, as `query`
         if store is not None and store.model_name is not None and self._model is None:
             self._model = create_model(store.model_name, self.device)
         self._store, self._stamp = store, now
