@@ -48,6 +48,13 @@ class IndexedVideo:
     seconds: float
     cuts: list[tuple[int, int]] = field(default_factory=list)  # (last frame before, first after) a shot cut
 
+    def summary(self, given: str) -> dict:
+        """This video's object in `vqsearch index --json` (and a served index job's result)."""
+        return {"video": given, "frames_sampled": self.frames_sampled, "tracks": len(self.tracks),
+                "region_tokens": self.region_tokens, "patch_tokens": self.patch_tokens,
+                "seconds": round(self.seconds, 3),
+                **({"declared_frames": self.info.declared_frames} if self.info.partial else {})}
+
 
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     """Run an iterator in a background thread so decoding overlaps the backbone.

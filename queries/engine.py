@@ -21,6 +21,8 @@ last see it" is the occurrence that ends last (videos ordered by recording time)
 
 from __future__ import annotations
 
+import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -43,14 +45,25 @@ Relocate = Callable[["QueryEngine", dict, Hit, Optional[Path]], Optional[Hit]]
 MAX_CROP_PIXELS = 4096 * 4096  # a crop is resized to 96 px: more only costs memory (1.6 GB at 12k x 12k)
 
 
-def load_crop(path: Path) -> np.ndarray:
+@dataclass(frozen=True)
+class UploadedCrop:
+    """A crop image sent as bytes (`vqsearch serve`), named as its sender named it."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def load_crop(path: Path | UploadedCrop) -> np.ndarray:
     """An RGB uint8 image, or one clear error; its size is checked before it is decoded."""
     from PIL import Image, UnidentifiedImageError
 
-    if not path.is_file():
+    if isinstance(path, Path) and not path.is_file():
         raise VQSearchError(f"no such crop image: {path}")
     try:
-        with Image.open(path) as image:  # reads the header only
+        with Image.open(io.BytesIO(path.data) if isinstance(path, UploadedCrop) else path) as image:  # the header only
             if image.width * image.height > MAX_CROP_PIXELS:
                 raise VQSearchError(f"crop image {path} is {image.width}x{image.height} pixels, more than "
                                     f"{MAX_CROP_PIXELS // 10**6} megapixels: crop it to the object")
@@ -59,7 +72,8 @@ def load_crop(path: Path) -> np.ndarray:
         raise VQSearchError(f"crop image {path} is more than {MAX_CROP_PIXELS // 10**6} megapixels: "
                             "crop it to the object") from None
     except (UnidentifiedImageError, OSError) as error:
-        raise VQSearchError(f"cannot read crop image {path}: {error}") from None
+        uploaded = isinstance(path, UploadedCrop) and isinstance(error, UnidentifiedImageError)  # PIL names no file
+        raise VQSearchError(f"cannot read crop image {path}: {'not an image' if uploaded else error}") from None
 
 
 class QueryEngine:
@@ -95,7 +109,7 @@ class QueryEngine:
             encoded["context"] = context
         return encoded
 
-    def search(self, text: str | None = None, crop: Path | None = None, video: Path | None = None,
+    def search(self, text: str | None = None, crop: Path | UploadedCrop | None = None, video: Path | None = None,
                top_k: int = 5, relocate: Relocate | None = None) -> Answer:
         """Ranked tracks and the last occurrence. `relocate(engine, queries, last, video)` gives the
         latter its final boxes: `queries.relocate.Relocation` (VQ2D steps 3-5), which every front
@@ -112,7 +126,7 @@ class QueryEngine:
             last = relocate(self, queries, last, video)
         return Answer(text, str(crop) if crop is not None else None, last, results)
 
-    def encode_queries(self, text: str | None, crop: Path | None) -> dict[str, np.ndarray]:
+    def encode_queries(self, text: str | None, crop: Path | UploadedCrop | None) -> dict[str, np.ndarray]:
         """{"text": .., "colour": .., "context": .., "visual": ..} query vectors for what was given."""
         queries = {}
         if text is not None:

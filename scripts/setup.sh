@@ -3,11 +3,16 @@
 # torch is pinned to the build pip finds on this kind of machine; elsewhere it comes from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# WordNet 3.0 (Debian's wordnet-base): text queries gather ImageNet classes under their head noun.
-if [ ! -f /usr/share/wordnet/data.noun ] && [ -z "${VQSEARCH_WORDNET:-}" ]; then
+# Debian packages: WordNet 3.0 (wordnet-base), under whose head nouns text queries gather ImageNet
+# classes; Chromium and its driver, which the browser test of `vqsearch serve` drives.
+need=()
+[ -f /usr/share/wordnet/data.noun ] || [ -n "${VQSEARCH_WORDNET:-}" ] || need+=(wordnet-base)
+{ command -v chromium && command -v chromedriver; } >/dev/null || need+=(chromium chromium-driver)
+if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
-    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wordnet-base >/dev/null; } ||
-        echo "setup: could not install Debian's wordnet-base: text queries will not use WordNet" >&2
+    { $SUDO apt-get update -qq &&
+        $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; } ||
+        echo "setup: could not install Debian's ${need[*]}: text queries without WordNet, no browser test" >&2
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip

@@ -64,6 +64,24 @@ def indexed_db(videos: Path, tmp_path_factory) -> Path:
     return root
 
 
+SAMPLE_VIDEOS = ("02_cups.mp4", "04_coffee.mp4", "bedroom.mp4")
+
+
+@pytest.fixture(scope="session")
+def sample_db(videos: Path, tmp_path_factory) -> Path:
+    """The three sample videos indexed once per session by the embedded model; tests read it only."""
+    root = tmp_path_factory.mktemp("samples") / "db"
+    done = vqsearch("index", *(str(videos / name) for name in SAMPLE_VIDEOS), "--db", str(root))
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under root, by relative path: to show nothing changed."""
+    return {str(path.relative_to(root)): path.read_bytes() if path.is_file() else None
+            for path in sorted(root.rglob("*"))}
+
+
 @pytest.fixture(scope="session")
 def ball_crop(videos: Path, tmp_path_factory) -> Path:
     """The yellow ball in 02_cups.mp4 at frame 0 (box x=366, y=428, w=72, h=70), as a PNG."""

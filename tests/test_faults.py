@@ -17,16 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import vqsearch
+from conftest import tree, vqsearch
 from test_store_guard import DAMAGE
 
 pytestmark = pytest.mark.slow
-
-
-def _tree(root: Path) -> dict[str, bytes | None]:
-    """Every file (its bytes) and folder (None) under root, by relative path."""
-    return {str(path.relative_to(root)): path.read_bytes() if path.is_file() else None
-            for path in sorted(root.rglob("*"))}
 
 
 def _annotations(clip_uid: str) -> dict:
@@ -259,7 +253,7 @@ def test_a_fault_is_one_line_and_changes_nothing(indexed_db, inputs, videos, tmp
     (tmp_path / "out").mkdir()
     if harm:
         HARM[harm](db)
-    before, given = _tree(tmp_path), _tree(inputs)
+    before, given = tree(tmp_path), tree(inputs)
     values = {"db": db, "in": inputs, "out": tmp_path / "out", "bedroom": videos / "bedroom.mp4",
               "cups": videos / "02_cups.mp4"}
     done = vqsearch(*(arg.format(**values) for arg in args))
@@ -267,7 +261,7 @@ def test_a_fault_is_one_line_and_changes_nothing(indexed_db, inputs, videos, tmp
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert len(lines) == 1 and lines[0].startswith("vqsearch: error: ") and says in lines[0], done.stderr
     assert "Traceback" not in done.stderr
-    assert _tree(tmp_path) == before and _tree(inputs) == given
+    assert tree(tmp_path) == before and tree(inputs) == given
 
 
 def _wait_for_models(run: subprocess.Popen) -> None:
@@ -290,7 +284,7 @@ def test_a_signal_during_index_exits_in_one_line_and_changes_nothing(indexed_db,
                                                                      says):
     db = tmp_path / "db"
     shutil.copytree(indexed_db, db)
-    before = _tree(db)
+    before = tree(db)
     run = subprocess.Popen([sys.executable, "-m", "vqsearch.cli", "index", str(videos / "02_cups.mp4"),
                             "--db", str(db)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                            env=os.environ.copy())
@@ -299,7 +293,7 @@ def test_a_signal_during_index_exits_in_one_line_and_changes_nothing(indexed_db,
     run.send_signal(signum)
     _, err = run.communicate(timeout=60)
     assert run.returncode == code and err.strip().splitlines() == [f"vqsearch: {says}"], err
-    assert _tree(db) == before
+    assert tree(db) == before
 
 
 # Run `vqsearch` with a SIGKILL at one point of its write: after the first FAISS file of the next
@@ -408,7 +402,7 @@ def test_a_second_indexer_is_refused_at_once_while_readers_go_on(indexed_db, vid
     as it was (the first is stopped before its write)."""
     db = tmp_path / "db"
     shutil.copytree(indexed_db, db)
-    before = _tree(db)
+    before = tree(db)
     first = subprocess.Popen([sys.executable, "-m", "vqsearch.cli", "index", str(videos / "bedroom.mp4"), "--fps", "30",
                               "--threads", "1", "--db", str(db)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True, env=os.environ.copy())
@@ -423,7 +417,7 @@ def test_a_second_indexer_is_refused_at_once_while_readers_go_on(indexed_db, vid
         first.send_signal(signal.SIGINT)
         _, err = first.communicate(timeout=60)
     assert first.returncode == 130, err
-    assert _tree(db) == before
+    assert tree(db) == before
 
 
 def test_an_index_that_fails_on_its_model_removes_the_new_db_it_made(videos, tmp_path):

@@ -81,12 +81,7 @@ def index(
                       disable=as_json or not sys.stderr.isatty()) as bar:
                 result = index_video(search_model, info, fps, progress=bar.update)
             store.add_video(name, str(given), result)
-            summaries.append({
-                "video": str(given), "frames_sampled": result.frames_sampled, "tracks": len(result.tracks),
-                "region_tokens": result.region_tokens, "patch_tokens": result.patch_tokens,
-                "seconds": round(result.seconds, 3),
-                **({"declared_frames": info.declared_frames} if info.partial else {}),
-            })
+            summaries.append(result.summary(str(given)))
             if info.partial:
                 typer.echo(f"vqsearch: {given} is incomplete: indexed the {info.frames} of its "
                            f"{info.declared_frames} frames that decode", err=True)
@@ -253,6 +248,21 @@ def repair(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> None:
     typer.echo(f"{root}: repaired (generation {done.generation}); " + (
         f"index the lost videos again: vqsearch index {' '.join(shlex.quote(video) for video, _ in done.lost)} "
         f"--db {shlex.quote(str(root))}" if done.lost else "nothing lost"))
+
+
+@app.command()
+def serve(
+    db: Optional[Path] = DbOption,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; one not loopback needs --token."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="VQSEARCH_TOKEN",
+                                        help="Every /api/ call must carry Authorization: Bearer TOKEN."),
+    device: str = DeviceOption,
+) -> None:
+    """Serve the search page and the JSON API (contract.md, HTTP) from one loaded engine."""
+    from vqsearch.serve.app import serve as run
+
+    run(_db(db), host, port, token or None, device)
 
 
 bench = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
