@@ -26,6 +26,7 @@ from conftest import downgrade, missing, vqsearch
 from pg_server import PASSWORD, Server, free_port, pg_bin, running_server
 from test_faults import KILL_AT, _tree
 from test_store import _indexed, _state, _tables, video_files, write_lock_held  # noqa: F401 (a fixture)
+from vqsearch.errors import VQSearchError
 from vqsearch.store import Store
 
 CLIPS = ("02_cups.mp4", "bedroom.mp4")
@@ -303,6 +304,15 @@ def test_an_empty_database_is_no_index_until_index_makes_one(server, empty, vide
     assert _listed(empty.url) == ["a.mp4"]
     assert sorted(server.contents(empty.database)) == [
         "alembic_version", "meta", "observations", "partial_videos", "shot_cuts", "tracks", "videos"]
+
+
+@pytest.mark.parametrize("holds", ["vqsearch-index-id", "index.sqlite"])
+def test_a_new_index_wants_a_vectors_directory_of_its_own(server, empty, holds):
+    empty.vectors.mkdir()
+    (empty.vectors / holds).write_text("another index's\n")
+    with pytest.raises(VQSearchError, match="another index|an index of its own"):
+        Store.open(empty.url, create=True)
+    assert server.contents(empty.database) == {} and [path.name for path in empty.vectors.iterdir()] == [holds]
 
 
 def test_a_read_holds_off_a_commit_until_it_ends(empty, video_files):
