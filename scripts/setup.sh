@@ -4,15 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian packages: WordNet 3.0 (wordnet-base), under whose head nouns text queries gather ImageNet
-# classes; Chromium and its driver, which the browser test of `vqsearch serve` drives.
+# classes; Chromium and its driver, which the browser test of `vqsearch serve` drives; PostgreSQL's
+# server, of which tests/test_postgres.py runs a throwaway one.
 need=()
 [ -f /usr/share/wordnet/data.noun ] || [ -n "${VQSEARCH_WORDNET:-}" ] || need+=(wordnet-base)
 { command -v chromium && command -v chromedriver; } >/dev/null || need+=(chromium chromium-driver)
+command -v pg_ctl >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
     { $SUDO apt-get update -qq &&
         $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; } ||
-        echo "setup: could not install Debian's ${need[*]}: text queries without WordNet, no browser test" >&2
+        echo "setup: could not install Debian's ${need[*]}: text queries without WordNet, no browser or PostgreSQL tests" >&2
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --upgrade pip

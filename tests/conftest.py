@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -17,12 +18,16 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 VIDEOS = SHARED / "data" / "videos"
 
 
+def missing(what: str) -> NoReturn:
+    """Skip a test whose data or tool is absent, except under CI, where skipping would prove nothing."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} is missing under CI: the tests that need it must run")
+    pytest.skip(f"{what} not present")
+
+
 def need_shared(path: Path) -> Path:
-    """Skip where ../shared is absent, except under CI, where skipping would prove nothing."""
     if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing under CI: the real-data tests must run")
-        pytest.skip(f"{path} not present")
+        missing(str(path))
     return path
 
 
@@ -32,21 +37,24 @@ def vqsearch(*args: str) -> subprocess.CompletedProcess:
                           env=os.environ.copy(), timeout=300)
 
 
-def downgrade(root: Path, version: str) -> None:
-    """Take the index at root back to schema `version` as the vqsearch of that version left it:
-    without alembic_version (it came with the migrations) and, before 3, without colour files."""
+def downgrade(db: Path | str, version: str) -> None:
+    """Take the index at `db` (a directory or a URL) back to schema `version` as the vqsearch of
+    that version left it: without alembic_version (it came with the migrations) and, before 3,
+    without colour files."""
     from alembic import command
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
+    from vqsearch.database import locate
     from vqsearch.migrations import config
 
-    engine = create_engine(f"sqlite:///{root / 'index.sqlite'}")
+    index = locate(db)
+    engine = index.engine()
     with engine.begin() as connection:
         command.downgrade(config(connection), version)
         connection.execute(text("DROP TABLE alembic_version"))
     engine.dispose()
     if int(version) < 3:
-        for path in root.glob("colour-*.faiss"):
+        for path in index.vectors.glob("colour-*.faiss"):
             path.unlink()
 
 

@@ -48,6 +48,10 @@ def test_a_taken_port_or_a_db_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "file").write_text("not an index")
     one_line(serve("--db", str(tmp_path / "file"), "--host", "0.0.0.0", "--token", "t", "--port", "0"),
              "is a file, not a directory")
+    url = f"postgresql+psycopg://me:secret@127.0.0.1:1/x?vectors={tmp_path / 'vectors'}"
+    run = serve("--db", url, "--port", "0")
+    one_line(run, "serves an index directory, not a database URL")
+    assert "secret" not in run.stderr and not (tmp_path / "vectors").exists()
 
 
 def get(url: str, token: str | None = None) -> tuple[int, dict]:

@@ -1,7 +1,11 @@
 """The store: no duplicates on re-index, remove, one model per index, atomic writes, one writer at
 a time, older schemas read as they are and migrated by the next write."""
 
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import faiss
 import numpy as np
@@ -199,13 +203,16 @@ def test_rows_another_program_left_without_their_parent_are_found_and_removed(tm
     assert Store.open(root).health().problems == [] and _state(Store.open(root)) == ([], None)
 
 
-def _tables(root: Path) -> dict[str, tuple]:
-    """Every table's columns, indexes and foreign keys, as SQLite holds them."""
-    from sqlalchemy import create_engine, inspect
+def _tables(db: Path | str) -> dict[str, tuple]:
+    """Every table's columns, indexes and foreign keys, as the index's database holds them."""
+    from sqlalchemy import inspect
 
-    engine = create_engine(f"sqlite:///{root / 'index.sqlite'}")
+    from vqsearch.database import locate
+
+    engine = locate(db).engine()
     found = inspect(engine)
-    tables = {table: ([(c["name"], str(c["type"]), c["nullable"], c["primary_key"]) for c in found.get_columns(table)],
+    tables = {table: ([(c["name"], str(c["type"]), c["nullable"]) for c in found.get_columns(table)],
+                      found.get_pk_constraint(table)["constrained_columns"],
                       sorted((i["name"], tuple(i["column_names"])) for i in found.get_indexes(table)),
                       [(k["referred_table"], k["constrained_columns"], k["options"])
                        for k in found.get_foreign_keys(table)])
@@ -279,28 +286,33 @@ def test_a_run_that_commits_nothing_to_a_new_index_removes_it(tmp_path, video_fi
     assert _state(Store.open(tmp_path / "kept")) == ([("a.mp4", 3)], (3, 3))
 
 
-def test_one_writer_at_a_time_and_readers_never_wait(tmp_path, video_files):
-    """Another process holds the write lock (as `index` does for its whole run): a write here is
-    refused at once, in one line, and reads go on."""
-    import subprocess
-    import sys
-
-    root = tmp_path / "db"
-    Store.open(root, create=True).add_video("m", "a.mp4", _indexed(video_files[0], 3, 0))
-    before = _files(root)
+@contextmanager
+def write_lock_held(db: Path | str) -> Iterator[None]:
+    """Another process holds the index's write lock, as `index` does for its whole run."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys; from vqsearch.store import Store\n"
-         f"with Store.writer({str(root)!r}):\n    print('locked', flush=True); sys.stdin.read()"],
+         f"with Store.writer({str(db)!r}):\n    print('locked', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline() == "locked\n"
+        yield
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0
+
+
+def test_one_writer_at_a_time_and_readers_never_wait(tmp_path, video_files):
+    """Another process holds the write lock: a write here is refused at once, in one line, and
+    reads go on."""
+    root = tmp_path / "db"
+    Store.open(root, create=True).add_video("m", "a.mp4", _indexed(video_files[0], 3, 0))
+    before = _files(root)
+    with write_lock_held(root):
         store = Store.open(root)
         with pytest.raises(VQSearchError, match=f"^another vqsearch is writing to the index at {root}; try again"):
             store.add_video("m", "b.mp4", _indexed(video_files[1], 2, 1))
         with pytest.raises(VQSearchError, match="another vqsearch is writing"), Store.writer(root):
             pass
         assert _state(store) == ([("a.mp4", 3)], (3, 3))
-    finally:
-        holder.communicate("")
-    assert holder.returncode == 0 and _files(root) == before
+    assert _files(root) == before
     Store.open(root).add_video("m", "b.mp4", _indexed(video_files[1], 2, 1))

@@ -25,7 +25,10 @@ except KeyboardInterrupt:  # Ctrl-C while starting up: nothing was read or writt
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Where did I last see it? Index videos into region track tokens; query by text or crop.")
 
-DbOption = typer.Option(None, "--db", help="Index directory [default: $VQSEARCH_DB or ./vqsearch-db].")
+DbOption = typer.Option(
+    None, "--db", help="The index: a directory, or postgresql+psycopg://USER@HOST[:PORT]/DBNAME?vectors=DIR "
+    "(metadata on PostgreSQL, FAISS files in DIR, an absolute path every machine sees; README: Metadata on "
+    "PostgreSQL). Default: $VQSEARCH_DB, else ./vqsearch-db.")
 Sam2ConfigOption = typer.Option(None, "--sam2-config", envvar="VQSEARCH_SAM2_CONFIG",
                                 help="SAM 2 config name or YAML (e.g. configs/sam2.1/sam2.1_hiera_t.yaml).")
 Sam2CheckpointOption = typer.Option(None, "--sam2-checkpoint", envvar="VQSEARCH_SAM2_CHECKPOINT",
@@ -34,8 +37,8 @@ JsonOption = typer.Option(False, "--json", help="Print JSON instead of a table."
 DeviceOption = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu or cuda.")
 
 
-def _db(db: Optional[Path]) -> Path:
-    return db or Path(os.environ.get("VQSEARCH_DB") or "vqsearch-db")
+def _db(db: Optional[str]) -> str:
+    return db or os.environ.get("VQSEARCH_DB") or "vqsearch-db"
 
 
 def _fail(message: str) -> None:
@@ -46,7 +49,7 @@ def _fail(message: str) -> None:
 @app.command()
 def index(
     videos: list[Path] = typer.Argument(..., help="Video files to index."),
-    db: Optional[Path] = DbOption,
+    db: Optional[str] = DbOption,
     model: Optional[str] = typer.Option(None, "--model", help="Model name [default: the index's model, else the embedded one]."),
     fps: float = typer.Option(5.0, "--fps", help="Frames sampled per second of video."),
     as_json: bool = JsonOption,
@@ -97,7 +100,7 @@ def index(
 def query(
     text: Optional[str] = typer.Option(None, "--text", help="What to look for, in words."),
     crop: Optional[Path] = typer.Option(None, "--crop", help="A photo or crop of the object."),
-    db: Optional[Path] = DbOption,
+    db: Optional[str] = DbOption,
     video: Optional[Path] = typer.Option(None, "--video", help="Search only this indexed video."),
     top_k: int = typer.Option(5, "--top-k", help="How many results to list."),
     as_json: bool = JsonOption,
@@ -123,7 +126,7 @@ def query(
     store = Store.open(_db(db), device=device)  # FAISS searches on a GPU when one is there
     name = store.model_name
     if name is None:
-        raise VQSearchError(f"the index at {_db(db)} is empty: index a video first")
+        raise VQSearchError(f"the index at {store.name} is empty: index a video first")
     if model is not None:
         store.check_model(model)
     sam2 = None
@@ -161,7 +164,7 @@ def query(
 
 
 @app.command("list")
-def list_videos(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> None:
+def list_videos(db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
     """List indexed videos."""
     from vqsearch.store import Store
 
@@ -182,7 +185,7 @@ def list_videos(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> No
 
 
 @app.command()
-def remove(video: Path = typer.Argument(..., help="An indexed video."), db: Optional[Path] = DbOption) -> None:
+def remove(video: Path = typer.Argument(..., help="An indexed video."), db: Optional[str] = DbOption) -> None:
     """Remove a video's tracks and rows from the index."""
     from vqsearch.store import Store
 
@@ -192,7 +195,7 @@ def remove(video: Path = typer.Argument(..., help="An indexed video."), db: Opti
 
 
 @app.command()
-def check(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> None:
+def check(db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
     """Check that the index is sound: its database, and its FAISS files against its rows.
 
     Exit status 0 when it is; else 1, with one line per problem."""
@@ -200,10 +203,10 @@ def check(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> None:
 
     from vqsearch.store import Store
 
-    root = _db(db)
-    health = Store.open(root, verify=False).health()
+    store = Store.open(_db(db), verify=False)
+    health, root = store.health(), store.name
     if as_json:
-        typer.echo(json.dumps({"db": str(root), "sound": not health.problems, **asdict(health)}))
+        typer.echo(json.dumps({"db": root, "sound": not health.problems, **asdict(health)}))
     else:
         for problem in health.problems:
             typer.echo(f"problem: {problem}")
@@ -216,21 +219,21 @@ def check(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> None:
                        f"{', '.join(health.orphans)}")
     if health.problems:
         raise VQSearchError(f"the index at {root} is not sound ({len(health.problems)} problem(s)): "
-                            f"`vqsearch repair --db {shlex.quote(str(root))}` keeps what can be kept")
+                            f"`vqsearch repair --db {shlex.quote(root)}` keeps what can be kept")
 
 
 @app.command()
-def repair(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> None:
+def repair(db: Optional[str] = DbOption, as_json: bool = JsonOption) -> None:
     """Make an unsound index consistent, keeping what can be kept.
 
     FAISS files are rebuilt from those still on disk (an older generation left by a crash); the
     videos whose vectors are in none are removed, in one atomic write, and listed to be indexed again."""
     from vqsearch.store import Store
 
-    root = _db(db)
-    done = Store.open(root, verify=False).repair()
+    store = Store.open(_db(db), verify=False)
+    done, root = store.repair(), store.name
     if as_json:
-        report = {"db": str(root), "repaired": done is not None}
+        report = {"db": root, "repaired": done is not None}
         if done is not None:
             report |= {"generation": done.generation, "rebuilt": done.rebuilt, "orphan_rows": done.orphan_rows,
                        "lost": [{"video": video, "tracks": tracks} for video, tracks in done.lost]}
@@ -247,12 +250,12 @@ def repair(db: Optional[Path] = DbOption, as_json: bool = JsonOption) -> None:
         typer.echo(f"lost: {video} ({tracks} tracks): its vectors are in no file left")
     typer.echo(f"{root}: repaired (generation {done.generation}); " + (
         f"index the lost videos again: vqsearch index {' '.join(shlex.quote(video) for video, _ in done.lost)} "
-        f"--db {shlex.quote(str(root))}" if done.lost else "nothing lost"))
+        f"--db {shlex.quote(root)}" if done.lost else "nothing lost"))
 
 
 @app.command()
 def serve(
-    db: Optional[Path] = DbOption,
+    db: Optional[str] = DbOption,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; one not loopback needs --token."),
     port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
     token: Optional[str] = typer.Option(None, "--token", envvar="VQSEARCH_TOKEN",
@@ -387,9 +390,12 @@ def main() -> None:
         _fail("aborted")
     except Exception as error:  # click usage errors and the like
         import click
+        from sqlalchemy.exc import OperationalError
 
         if isinstance(error, click.ClickException):
             _fail(error.format_message())
+        if isinstance(error, OperationalError):  # e.g. the server went away: the transaction rolled back
+            _fail(f"the index's database failed: {' '.join(str(error.orig).split())}")
         raise
     if code in (130, 143):  # the index is as it was: every write is one atomic switch
         typer.echo(f"vqsearch: {'interrupted' if code == 130 else 'terminated'}", err=True)

@@ -1,4 +1,5 @@
-"""The index: track vectors in FAISS, videos / tracks / per-frame observations in SQLite.
+"""The index: track vectors in FAISS, videos / tracks / per-frame observations in SQLite (or on
+PostgreSQL: `vqsearch.database` says where `--db` puts them).
 
 Layout of a database directory:
   index.sqlite             videos, tracks, observations, meta (model, generation)
@@ -6,9 +7,9 @@ Layout of a database directory:
   text-<gen>.faiss         unit text-aligned track tokens (models with a text side)
   colour-<gen>.faiss       colour-term histograms of the tracks (schema 3 on)
 Every write builds the next generation's FAISS files beside the current ones, then commits the
-SQLite transaction that switches `generation` (and `kinds`, the files it names) to them: a crash
-at any point leaves either the old or the new index whole. Writers hold an exclusive lock on the
-directory (`index` for its whole run); a second writer is refused at once, readers never wait.
+SQL transaction that switches `generation` (and `kinds`, the files it names) to them: a crash
+at any point leaves either the old or the new index whole. Writers hold the index's exclusive
+write lock (`index` for its whole run); a second writer is refused at once, readers never wait.
 A write first brings the tables to this vqsearch's schema (`vqsearch.migrations`) in its own
 transaction; reads never migrate and read every known schema. Opening checks that the committed
 files match the rows (count and ids); `repair` rebuilds them from the FAISS files still on disk,
@@ -17,7 +18,6 @@ or removes the videos whose vectors are lost.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shlex
 from collections import Counter
@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
-from sqlalchemy import (Float, ForeignKey, Integer, String, Table, create_engine, delete, event, func, inspect, select,
-                        text)
+from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Table, delete, func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
+from vqsearch.database import Catalogue, Database, locate
 from vqsearch.errors import VQSearchError
 
 if TYPE_CHECKING:
@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 # names its files (`kinds`) and track ids are never reused (`repair` relies on both; a vqsearch
 # that knows only 1-3 refuses it). Each is a revision of the same name in vqsearch/migrations.
 SCHEMA_VERSION = "4"
+
+# Track and observation ids: SQLite's INTEGER is 64-bit, PostgreSQL's 32 (an index on PostgreSQL
+# is always made whole by this vqsearch, so its type needs no migration).
+RowId = Integer().with_variant(BigInteger(), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -96,7 +100,7 @@ class ShotCut(Base):
 
 class TrackRow(Base):
     __tablename__ = "tracks"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
     video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
     start_frame: Mapped[int] = mapped_column(Integer)
     end_frame: Mapped[int] = mapped_column(Integer)
@@ -107,8 +111,8 @@ class TrackRow(Base):
 
 class Observation(Base):
     __tablename__ = "observations"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    track_id: Mapped[int] = mapped_column(ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
+    id: Mapped[int] = mapped_column(RowId, primary_key=True)
+    track_id: Mapped[int] = mapped_column(RowId, ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
     frame: Mapped[int] = mapped_column(Integer)
     x: Mapped[float] = mapped_column(Float)
     y: Mapped[float] = mapped_column(Float)
@@ -120,39 +124,18 @@ KNOWN_SCHEMAS = ("1", "2", "3", "4")
 _TABLES = {"meta", "videos", "tracks", "observations"}
 
 
-def _check_index_file(path: Path) -> None:
-    """Refuse, in one line, an index.sqlite that is not a readable vqsearch index of a known schema."""
-    import sqlite3
-
-    recover = f"restore {path} from a backup, or index into another --db"
-    if path.stat().st_size == 0:
-        raise VQSearchError(f"{path} is empty (0 bytes), not a vqsearch index: {recover}")
-    with open(path, "rb") as handle:
-        if handle.read(16) != b"SQLite format 3\x00":
-            raise VQSearchError(f"{path} is not an SQLite database: {recover}")
-    try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            schema = (connection.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
-                      if "meta" in tables else None)
-            revision = (connection.execute("SELECT version_num FROM alembic_version").fetchone()
-                        if "alembic_version" in tables else None)  # the migration it is at
-            columns = {row[1] for row in connection.execute("PRAGMA table_info(observations)")}
-        finally:
-            connection.close()
-    except sqlite3.DatabaseError as error:
-        raise VQSearchError(f"{path} is damaged ({error}): {recover}") from None
-    if not _TABLES <= tables:
-        raise VQSearchError(f"{path} is an SQLite database but not a vqsearch index (no "
-                            f"{', '.join(sorted(_TABLES - tables))} table): use another --db")
-    for version in (schema, revision):
-        if version is not None and version[0] not in KNOWN_SCHEMAS:
-            raise VQSearchError(f"{path} has schema version {version[0]!r}; this vqsearch reads versions "
+def _refuse_unknown(db: Database, found: Catalogue) -> None:
+    """Refuse, in one line, a database that is not a vqsearch index of a known schema."""
+    if not _TABLES <= found.tables:
+        raise VQSearchError(f"{db.database} is {db.kind} but not a vqsearch index (no "
+                            f"{', '.join(sorted(_TABLES - found.tables))} table): use another --db")
+    for version in (found.meta.get("schema"), found.revision):
+        if version is not None and version not in KNOWN_SCHEMAS:
+            raise VQSearchError(f"{db.database} has schema version {version!r}; this vqsearch reads versions "
                                 f"{', '.join(KNOWN_SCHEMAS)}: use the vqsearch that wrote it, or another --db")
-    missing = set(Observation.__table__.columns.keys()) - columns
+    missing = set(Observation.__table__.columns.keys()) - found.columns
     if missing:
-        raise VQSearchError(f"{path} is damaged (observations lack {', '.join(sorted(missing))}): {recover}")
+        raise VQSearchError(f"{db.database} is damaged (observations lack {', '.join(sorted(missing))}): {db.recover}")
 
 
 def file_fingerprint(path: Path) -> str:
@@ -268,22 +251,23 @@ class Vectors:
 
 
 class Store:
-    """Opens (or creates) a database directory for one model."""
+    """Opens (or creates) the index `--db` names for one model: a directory, or a PostgreSQL URL
+    with the directory of its FAISS files (`vqsearch.database`)."""
 
-    def __init__(self, root: Path, device: str = "cpu") -> None:
-        self.root = Path(root)
+    def __init__(self, db: str | Path, device: str = "cpu") -> None:
+        self.db = locate(db)
+        self.root = self.db.vectors  # the FAISS files' directory
+        self.name = self.db.name  # how messages give the --db
         if self.root.exists() and not self.root.is_dir():
-            raise VQSearchError(f"--db {self.root} is a file, not a directory")
-        self.sqlite = self.root / "index.sqlite"
-        self.engine = create_engine(f"sqlite:///{self.sqlite}")
-        event.listen(self.engine, "connect", lambda conn, _: conn.execute("PRAGMA foreign_keys=ON"))
+            raise VQSearchError(f"{self.db.label} is a file, not a directory")
+        self.engine = self.db.engine()
         self._vectors: Vectors | None = None
         self._gpu_vectors: Vectors | None = None
-        self._locked = False  # this Store holds the directory's write lock
+        self._locked = False  # this Store holds the index's write lock
         self.device = device  # "auto" or "cuda": search on a GPU when faiss-gpu sees one
 
     @classmethod
-    def open(cls, root: Path, create: bool = False, device: str = "cpu", verify: bool = True) -> Store:
+    def open(cls, root: str | Path, create: bool = False, device: str = "cpu", verify: bool = True) -> Store:
         """Open an index (or, with `create`, make a new one where there is none), checking first
         that it is one and (with `verify`) that its committed FAISS files match its rows."""
         store = cls(root, device)
@@ -294,7 +278,7 @@ class Store:
 
     @classmethod
     @contextmanager
-    def writer(cls, root: Path, device: str = "cpu") -> Iterator[Store]:
+    def writer(cls, root: str | Path, device: str = "cpu") -> Iterator[Store]:
         """Open (or create) an index for a run of writes, holding its write lock from before any work
         to the end: a second writer is refused at once, and readers never wait. A new index that the
         run fails before committing anything to is removed again, with the directories it made."""
@@ -312,18 +296,22 @@ class Store:
                 raise
 
     def _check(self, create: bool, verify: bool) -> bool:
-        """Check what the directory holds before anything reads or writes it, so that nothing is
-        written to anything but a vqsearch index; True when it holds none yet and `create` allows one."""
-        if self.sqlite.exists():
-            _check_index_file(self.sqlite)
+        """Check what the database and the directory hold before anything reads or writes them, so
+        that nothing is written to anything but a vqsearch index; True when there is none yet and
+        `create` allows one."""
+        found = self.db.catalogue(self.engine)
+        if found is not None:
+            _refuse_unknown(self.db, found)
+            self.db.refuse_other_vectors(found.meta)
             if verify:
                 self.verify()
             return False
         if not create:
-            raise VQSearchError(f"no index at {self.root}: run `vqsearch index VIDEO --db {self.root}` first")
+            raise VQSearchError(f"no index at {self.name}: run `vqsearch index VIDEO --db {shlex.quote(self.name)}` "
+                                "first")
+        self.db.refuse_other_vectors(None)
         if any(self.root.glob("*.faiss")):  # a new index's first write would sweep them
-            raise VQSearchError(f"{self.root} holds FAISS files but no index.sqlite: restore index.sqlite from a "
-                                "backup, or index into another --db")
+            raise VQSearchError(f"{self.root} holds FAISS files but {self.db.missing}: {self.db.recover}")
         return True
 
     def _make_root(self) -> list[Path]:
@@ -332,12 +320,13 @@ class Store:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise VQSearchError(f"cannot create --db {self.root} ({error.strerror or error})") from None
+            raise VQSearchError(f"cannot create {self.db.label} ({error.strerror or error})") from None
         return made
 
     def _create(self) -> None:
         """A new index: today's tables, marked as of the newest schema (`vqsearch.migrations`)."""
         with self._write() as session:
+            self.db.claim(session)
             session.commit()
 
     def _remove_unwritten(self, made: list[Path]) -> None:
@@ -349,10 +338,8 @@ class Store:
                     return
             except SQLAlchemyError:  # its tables were never made
                 pass
-        self.engine.dispose()
-        with suppress(OSError):  # something else in a directory keeps it
-            for name in ("index.sqlite", "index.sqlite-journal", ".lock"):
-                (self.root / name).unlink(missing_ok=True)
+        with suppress(OSError, SQLAlchemyError):  # something else in a directory keeps it
+            self.db.discard(self.engine)
             for directory in made:
                 directory.rmdir()
 
@@ -379,7 +366,7 @@ class Store:
     def _refuse_other_model(self, built: str | None, name: str) -> None:
         if built is not None and built != name:
             raise VQSearchError(
-                f"the index at {self.root} was built with model {built!r}, not {name!r}; "
+                f"the index at {self.name} was built with model {built!r}, not {name!r}; "
                 f"use --model {built} or another --db")
 
     def videos(self) -> list[tuple[Video, int]]:
@@ -415,9 +402,9 @@ class Store:
     @contextmanager
     def _snapshot(self) -> Iterator[Session]:
         """A session whose reads are one transaction, so a writer can neither commit nor sweep the
-        files it reads about until it ends (SQLite's driver begins no transaction for reads)."""
+        files it reads about until it ends."""
         with Session(self.engine) as session:
-            session.execute(text("BEGIN"))
+            self.db.begin_read(session)
             yield session
 
     def vectors(self) -> Vectors | None:
@@ -443,8 +430,8 @@ class Store:
     def _damaged(self, problems: list[str]) -> VQSearchError:
         """One line: the first problem, and the two commands that list them all and recover."""
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        db = shlex.quote(str(self.root))
-        return VQSearchError(f"the index at {self.root} is damaged: {problems[0]}{more}; `vqsearch check --db {db}` "
+        db = shlex.quote(self.name)
+        return VQSearchError(f"the index at {self.name} is damaged: {problems[0]}{more}; `vqsearch check --db {db}` "
                              f"lists what is wrong, `vqsearch repair --db {db}` keeps what can be kept")
 
     def _vector_problems(self, session: Session) -> list[str]:
@@ -509,10 +496,10 @@ class Store:
     # --- writes -------------------------------------------------------------------------------
     @contextmanager
     def _write_lock(self) -> Iterator[None]:
-        """Hold the directory's exclusive write lock, or refuse at once in one line: one writer at a
+        """Hold the index's exclusive write lock, or refuse at once in one line: one writer at a
         time, and none waits minutes behind another (`index` holds it for its whole run). Re-entrant
-        within this Store; readers never take it. Taking it proves the directory writable: the lock
-        file and a new file beside the index (as the next FAISS generation) must be creatable."""
+        within this Store; readers never take it. Taking it proves the FAISS files' directory
+        writable: a new file beside them (as the next generation) must be creatable."""
         if self._locked:
             yield
             return
@@ -520,38 +507,30 @@ class Store:
         try:
             trial.write_bytes(b"")
             trial.unlink()
-            handle = open(self.root / ".lock", "a")
         except OSError as error:
-            raise VQSearchError(f"cannot write to the index at {self.root} ({error.strerror or error}): "
-                                "check its permissions, or index into another --db") from None
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise VQSearchError(f"another vqsearch is writing to the index at {self.root}; "
-                                    "try again when it ends") from None
+            raise self.db.cannot_write(error) from None
+        with self.db.exclusive(self.engine):
             self._locked = True
             try:
                 yield
             finally:
                 self._locked = False
-                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        """A session for one write, under the write lock, in one SQLite transaction that first brings
-        the tables to this vqsearch's schema: a write that does not commit leaves the index as it
-        was, migration included."""
+        """A session for one write, under the write lock, in one transaction that first brings the
+        tables to this vqsearch's schema: a write that does not commit leaves the index as it was,
+        migration included."""
         from vqsearch.migrations import upgrade
 
         with self._write_lock(), Session(self.engine) as session:
-            session.execute(text("BEGIN IMMEDIATE"))
-            upgrade(session.connection())
+            self.db.begin_write(session)
+            upgrade(session.connection(), self.root)
             yield session
 
     def _commit(self, session: Session, indexes: dict[str, object]) -> None:
-        """Write the next generation's FAISS files, then switch to them in one SQLite commit. The
-        files and their directory are synced first, so what the commit names survives a power cut."""
+        """Write the next generation's FAISS files, then switch to them in one SQL commit. The files
+        and their directory are synced first, so what the commit names survives a power cut."""
         import faiss
 
         new = _generation(self._meta(session)) + 1
@@ -565,6 +544,7 @@ class Store:
             _fsync(self.root)
             session.merge(Meta(key="generation", value=str(new)))
             session.merge(Meta(key="kinds", value=",".join(indexes)))
+            self.db.before_commit(session)
             session.commit()
         except BaseException:
             session.rollback()

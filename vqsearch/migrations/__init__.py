@@ -1,8 +1,9 @@
-"""Versioned schema migrations of index.sqlite (Alembic), run in code: no alembic.ini.
+"""Versioned schema migrations of an index's metadata, in index.sqlite or on PostgreSQL (Alembic),
+run in code: no alembic.ini.
 
 Each schema version is a revision of the same name ("1" .. "4", versions/), the value `meta.schema`
 records, so an index written before the migrations is stamped from it. They run only when a write
-begins (`Store._write`): under the directory's write lock, in the write's own transaction, so a
+begins (`Store._write`): under the index's write lock, in the write's own transaction, so a
 write that does not commit leaves the index as it was. Reads never migrate; they read every known
 schema. A new schema: a revision after the newest, and SCHEMA_VERSION and KNOWN_SCHEMAS in store.py.
 """
@@ -18,11 +19,11 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 
-def upgrade(connection: Connection) -> None:
-    """Bring the database on `connection` to the newest schema in the caller's transaction. A new
-    one gets today's tables whole (`create_all`), marked as the newest; an index from before the
-    migrations is stamped from its `schema` meta (1 when it has none) and upgraded from there.
-    Alembic is loaded only when there is something to do."""
+def upgrade(connection: Connection, vectors: Path) -> None:
+    """Bring the database on `connection`, whose FAISS files are in `vectors`, to the newest schema
+    in the caller's transaction. A new one gets today's tables whole (`create_all`), marked as the
+    newest; an index from before the migrations is stamped from its `schema` meta (1 when it has
+    none) and upgraded from there. Alembic is loaded only when there is something to do."""
     from vqsearch.store import SCHEMA_VERSION, Base
 
     tables = set(inspect(connection).get_table_names())
@@ -33,6 +34,7 @@ def upgrade(connection: Connection) -> None:
     from alembic import command
 
     settings = config(connection)
+    settings.attributes["vectors"] = vectors  # pin_kinds looks at the files
     if not tables:
         Base.metadata.create_all(connection)
         set_schema(connection, SCHEMA_VERSION)
@@ -58,9 +60,10 @@ def read_meta(connection: Connection) -> dict[str, str]:
 
 
 def write_meta(connection: Connection, **values: str) -> None:
+    """Set these keys of `meta` (an upsert both SQLite and PostgreSQL know)."""
     for key, value in values.items():
-        connection.execute(text("INSERT OR REPLACE INTO meta (key, value) VALUES (:key, :value)"),
-                           {"key": key, "value": value})
+        connection.execute(text("INSERT INTO meta (key, value) VALUES (:key, :value) "
+                                "ON CONFLICT (key) DO UPDATE SET value = excluded.value"), {"key": key, "value": value})
 
 
 def set_schema(connection: Connection, version: str) -> None:
@@ -78,9 +81,11 @@ def lacks(connection: Connection, table: str) -> bool:
 def pin_kinds(connection: Connection) -> None:
     """Record the FAISS files the committed generation names (`kinds`) while the rule of the schema
     being left still names them: schema 3's rule adds a colour file, 4's reads `kinds` alone."""
+    from alembic import op
+
     from vqsearch.store import committed_kinds
 
     meta = read_meta(connection)
-    kinds = committed_kinds(meta, Path(connection.engine.url.database).parent)
+    kinds = committed_kinds(meta, op.get_context().config.attributes["vectors"])
     if kinds and "kinds" not in meta:
         write_meta(connection, kinds=",".join(kinds))

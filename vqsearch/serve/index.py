@@ -57,9 +57,13 @@ def video_json(video: Video, tracks: int, model: str | None) -> dict:
 class ServedIndex:
     """One index directory, served: `query`, `videos`, `video`, `remove`, and `write` for index jobs."""
 
-    def __init__(self, root: Path, device: str = "cpu") -> None:
+    def __init__(self, root: str | Path, device: str = "cpu") -> None:
         from queries.relocate import Relocation
 
+        from vqsearch.database import Directory, locate
+
+        if not isinstance(locate(root), Directory):  # it notices writes by index.sqlite's stamp
+            raise VQSearchError(f"vqsearch serve serves an index directory, not a database URL: {locate(root).name}")
         self.root, self.device = Path(root), device
         Store(self.root)  # refuses a --db that is a file, as every command does; a missing one is an empty index
         self._lock = threading.Lock()
