@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,8 +12,17 @@ from typing import NoReturn
 
 import pytest
 
-# Exported ONNX models and label embeddings go to one cache per test session, not ~/.cache.
-os.environ.setdefault("VQSEARCH_CACHE", tempfile.mkdtemp(prefix="vqsearch-test-cache-"))
+# Exported ONNX models and label embeddings go to one cache per test session, not ~/.cache, and
+# go with it (about 300 MB a session).
+_OWN_CACHE = None if "VQSEARCH_CACHE" in os.environ else tempfile.mkdtemp(prefix="vqsearch-test-cache-")
+if _OWN_CACHE is not None:
+    os.environ["VQSEARCH_CACHE"] = _OWN_CACHE
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    if _OWN_CACHE is not None:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 VIDEOS = SHARED / "data" / "videos"

@@ -22,9 +22,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from conftest import downgrade, missing, vqsearch
+from conftest import downgrade, missing, tree, vqsearch
 from pg_server import PASSWORD, Server, free_port, pg_bin, running_server
-from test_faults import KILL_AT, _tree
+from test_faults import KILL_AT
 from test_store import _indexed, _state, _tables, video_files, write_lock_held  # noqa: F401 (a fixture)
 from vqsearch.errors import VQSearchError
 from vqsearch.store import Store
@@ -50,7 +50,7 @@ def _index_in(server: Server, database: str, vectors: Path) -> PgIndex:
 
 def _contents(server: Server, index: PgIndex) -> tuple:
     """Every row and every vector file: what a refused command leaves as it was."""
-    return server.contents(index.database), _tree(index.vectors)
+    return server.contents(index.database), tree(index.vectors)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
