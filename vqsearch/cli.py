@@ -339,6 +339,7 @@ def bench_scale(
                                 "--tracks)."),
     compress_from: Optional[int] = typer.Option(None, "--compress-from", help="Tracks from which the vectors are "
                                                 "stored compressed [default: the store's own threshold]."),
+    warm: int = typer.Option(200, "--warm-queries", help="Warm queries timed per kind of query."),
     as_json: bool = JsonOption,
 ) -> None:
     """Build a store of synthetic tracks drawn around real ones and measure it: disk, build time, a
@@ -347,7 +348,7 @@ def bench_scale(
     from queries.scale.bench import run_scale
     from vqsearch.vector_index import COMPRESS_FROM
 
-    figures = run_scale(db, tracks, _db(real), crop, text, planted, compress_from or COMPRESS_FROM)
+    figures = run_scale(db, tracks, _db(real), crop, text, planted, compress_from or COMPRESS_FROM, warm)
     if as_json:
         typer.echo(json.dumps(figures))
         return

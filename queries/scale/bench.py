@@ -153,12 +153,12 @@ def cold_query(db: Path, crop: Path) -> dict:
             "answer": json.loads(done.stdout)["last_seen"]}
 
 
-def warm_latency(engine: QueryEngine, exact: Exact) -> dict[str, dict[str, float]]:
+def warm_latency(engine: QueryEngine, exact: Exact, count: int) -> dict[str, dict[str, float]]:
     """p50 / p95 ms of `QueryEngine.answer` per kind of query: the planted tokens, then real ones."""
     out = {}
     for name, kinds in QUERY_KINDS.items():
         timings = []
-        for number in range(WARM_QUERIES):
+        for number in range(count):
             queries = {kind: exact.planted_tokens[kind] if number == 0 else
                        exact.recall_queries[kind][number % len(exact.recall_queries[kind])] for kind in kinds}
             started = time.perf_counter()
@@ -194,7 +194,7 @@ def last_seen(engine: QueryEngine, exact: Exact) -> dict[str, dict]:
 
 
 def run_scale(db: Path, tracks: int, real: Path, crop: Path | None = None, text: str = "ball",
-              planted: int = 12_000, compress_from: int = COMPRESS_FROM) -> dict:
+              planted: int = 12_000, compress_from: int = COMPRESS_FROM, warm: int = WARM_QUERIES) -> dict:
     """Build a store of `tracks` synthetic tracks at `db` and measure it (module docstring)."""
     if tracks < 1:
         raise VQSearchError(f"--tracks must be at least 1, got {tracks}")
@@ -206,7 +206,7 @@ def run_scale(db: Path, tracks: int, real: Path, crop: Path | None = None, text:
         np.concatenate(exact.end)[expected - 1]) and answer["video"].endswith(
         f"video-{int(np.concatenate(exact.video)[expected - 1]):06d}.mp4")
     engine.store = Store.open(db)
-    figures["warm"] = warm_latency(engine, exact)
+    figures["warm"] = warm_latency(engine, exact, warm)
     figures["recall_at_10"] = recall_at_10(engine, exact)
     figures["last_seen"] = last_seen(engine, exact)
     figures["crop"] = str(crop)
