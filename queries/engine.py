@@ -16,7 +16,9 @@ restricted to some tracks (`--video`, VQ2D's query frame), scores every searched
 is exact. A compressed store (from `COMPRESS_FROM` tracks) cannot: its background (median and
 spread) is that of its fixed random sample of tracks (`background_tracks`, ~4096, scored with the
 same rule, colours and context included), and its occurrences are found without a cap by range
-search at the lowest score an occurrence can have (`within`). A track's score is its similarity,
+search at the lowest score an occurrence can have in the lists around the query, as deep as
+they hold matches more densely than the background does (`within`): chance passes of the margin
+rule in lists far from the query are not searched. A track's score is its similarity,
 or the product of both, times weights of at most 1 (colour, context), so an occurrence's
 similarity is at least the floor; with context, whose weights divide every score by at most 2, at
 least max(threshold, statistical floor / 2). With both a text and a crop, a product passes only if
@@ -242,14 +244,16 @@ class QueryEngine:
         """Scores of a compressed store's occurrences and nearest tracks, and of its background
         sample (module docstring): the cost follows the lists probed, not the store's size."""
         sample = self.store.background([*queries, *(["colour"] if colour is not None else [])])
-        background = np.prod([np.maximum(sample[kind] @ query, 0.0) for kind, query in queries.items()], axis=0)
+        similarities = {kind: sample[kind] @ query for kind, query in queries.items()}
+        background = np.prod([np.maximum(values, 0.0) for values in similarities.values()], axis=0)
         if colour is not None:
             background *= _colour_weights(sample["colour"], colour)
         threshold, margin = self._rule(set(queries))
         statistical = _above_background(background, margin)
         bound = max(threshold, statistical / 2 if context is not None else statistical)
         lead = "visual" if "visual" in queries else "text"  # with both, the visual matches are the fewer
-        ids, sims = within(indexes[lead], queries[lead], bound)
+        base_rate = float(np.mean(similarities[lead] >= bound))
+        ids, sims = within(indexes[lead], queries[lead], bound, base_rate)
         near, near_sims = nearest(indexes[lead], queries[lead], SHORTLIST)
         found = dict(zip(np.concatenate([near, ids]).tolist(), np.concatenate([near_sims, sims]).tolist()))
         scores = {i: max(s, 0.0) for i, s in found.items()}

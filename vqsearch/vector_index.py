@@ -114,22 +114,23 @@ def scores_of(index, query: np.ndarray, ids: np.ndarray) -> dict[int, float]:
     return dict(zip(found.tolist(), sims.tolist()))
 
 
-def within(index, query: np.ndarray, radius: float, selector=None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, similarities) of every track at `radius` or more from `query`: no cap on how many.
+def within(index, query: np.ndarray, radius: float, base_rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, similarities) of every track at `radius` or more from `query` in a compressed index:
+    no cap on how many.
 
-    A compressed index finds them in the lists nearest the query, probing twice as many lists
-    while the last doubling still found more (iterative deepening over the threshold): an object
-    seen ten thousand times spreads over more lists than a search for its ten best needs."""
-    if not is_compressed(index):
-        _, sims, ids = index.range_search(query[None], radius, params=selector and
-                                          _faiss().SearchParameters(sel=selector))
-        return ids, sims
-    nprobe, found = NPROBE, -1
+    They are found in the lists nearest the query, probing twice as many lists
+    while the lists last added still hold them more densely than twice `base_rate` (the share of
+    all tracks at `radius` or more, from the background sample): an object seen ten thousand times
+    fills the lists around it, and the deepening stops where its lists give way to lists that
+    hold only the chance matches every list holds."""
+    nprobe, found, probed = NPROBE, 0, 0
     while True:
-        _, sims, ids = index.range_search(query[None], radius, params=_ivf_params(index, nprobe, selector))
-        if len(ids) == found or nprobe >= index.nlist:
+        _, sims, ids = index.range_search(query[None], radius, params=_ivf_params(index, nprobe))
+        _, lists = index.quantizer.search(query[None], min(nprobe, index.nlist))
+        size = sum(index.invlists.list_size(int(number)) for number in lists[0] if number >= 0)
+        if nprobe >= index.nlist or len(ids) - found <= 2 * base_rate * (size - probed):
             return ids, sims
-        nprobe, found = 2 * nprobe, len(ids)
+        nprobe, found, probed = 2 * nprobe, len(ids), size
 
 
 def nearest(index, query: np.ndarray, k: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
