@@ -18,7 +18,8 @@ from typing import Iterator
 import numpy as np
 
 COMPRESS_FROM = 50_000  # tracks: from here on a kind is stored compressed
-NPROBE = 16  # lists probed by a nearest-neighbour search (recall@10 >= 0.95, see the module docstring)
+NPROBE = 64  # lists a nearest-neighbour search probes: recall@10 0.93 at 16, 0.95 at 32, 0.96 at 64 (100k tracks)
+RANGE_NPROBE = 16  # lists a range search probes first, before it deepens
 TRAIN_PER_LIST = 40  # training vectors per list (FAISS warns below 39)
 ALL = -1e30  # a range-search radius every inner product passes
 
@@ -123,7 +124,7 @@ def within(index, query: np.ndarray, radius: float, base_rate: float) -> tuple[n
     all tracks at `radius` or more, from the background sample): an object seen ten thousand times
     fills the lists around it, and the deepening stops where its lists give way to lists that
     hold only the chance matches every list holds."""
-    nprobe, found, probed = NPROBE, 0, 0
+    nprobe, found, probed = RANGE_NPROBE, 0, 0
     while True:
         _, sims, ids = index.range_search(query[None], radius, params=_ivf_params(index, nprobe))
         _, lists = index.quantizer.search(query[None], min(nprobe, index.nlist))
