@@ -17,6 +17,22 @@ query ("my red mug") weigh the score by the evidence that the track is of those 
 (`vqsearch.colours.colour_evidence`): a track of that colour keeps its score, one without it keeps
 half (coarse regions blur colours: a blue dress measured 10-15 % blue). The answer to "where did I
 last see it" is the occurrence that ends last (videos ordered by recording time).
+
+How tracks are searched (`vqsearch.vector_index`). A small store (flat vectors), and any search
+restricted to some tracks (`--video`, VQ2D's query frame), scores every searched track: the rule
+is exact. A compressed store (from `COMPRESS_FROM` tracks) cannot: its background (median and
+spread) is that of its fixed random sample of tracks (`background_tracks`, ~4096, scored with the
+same rule, colours and context included), and its occurrences are found without a cap by range
+search at the lowest score an occurrence can have in the lists around the query, as deep as
+they hold matches more densely than the background does (`within`): chance passes of the margin
+rule in lists far from the query are not searched. A track's score is its similarity,
+or the product of both, times weights of at most 1 (colour, context), so an occurrence's
+similarity is at least the floor; with context, whose weights divide every score by at most 2, at
+least max(threshold, statistical floor / 2). With both a text and a crop, a product passes only if
+each factor passes the floor (the other is at most 1: unit vectors): the visual matches at the
+floor are found by range search and their text similarities read from the text index. Results
+below the occurrences are the best of the 512 nearest tracks. "Last seen" among any number of
+occurrences reads the videos' rows and the chosen video's tracks only (`Store.latest_track`).
 """
 
 from __future__ import annotations
@@ -33,13 +49,23 @@ from vqsearch.colours import colour_evidence
 from vqsearch.errors import VQSearchError
 from vqsearch.models.base import SearchModel
 from vqsearch.store import Store
+from vqsearch.vector_index import is_compressed, nearest, scores_of, vectors_of, within
 
-CANDIDATES = 4096  # nearest tracks fetched per modality before scoring
+SHORTLIST = 512  # a compressed store's nearest tracks scored besides the occurrences, for the results
 COLOUR_FLOOR = 0.5  # a track without the asked colour(s) keeps this much of its score: 32 px regions blur colours
 CONTEXT_TRACKS = 512  # tracks weighed by what is seen with them, and context tracks looked at
 
 # (engine, encoded queries, last occurrence, video restriction) -> the occurrence, relocated
 Relocate = Callable[["QueryEngine", dict, Hit, Optional[Path]], Optional[Hit]]
+
+
+@dataclass
+class Scored:
+    """Tracks' scores for a query, and the background they are judged against: None when the
+    scores are those of every searched track, else the scores of the store's background sample."""
+
+    scores: dict[int, float]
+    background: np.ndarray | None = None
 
 
 MAX_CROP_PIXELS = 4096 * 4096  # a crop is resized to 96 px: more only costs memory (1.6 GB at 12k x 12k)
@@ -141,40 +167,45 @@ class QueryEngine:
 
         `until_frame` answers as of that frame (VQ2D): only tracks that started by then count.
         """
-        selector = self._selector(video, until_frame)
-        scores = self._scores(queries, selector)
+        selection = self._selection(video, until_frame)
+        scored = self._scores(queries, selection)
+        scores = scored.scores
         ranked = sorted(scores, key=scores.get, reverse=True)
         kinds = set(queries) & {"text", "visual"}
-        deciding = scores
+        deciding = scored
         if kinds == {"text", "visual"} and not self.model.config.joint_decides:
-            kinds, deciding = {"visual"}, self._scores({"visual": queries["visual"]}, selector)
-        kept = self.occurrences(deciding, kinds)
-        spans = self.store.spans(kept)  # lean rows: (video, start, end) for every occurrence
-        kept = self.in_likely_videos(kept, deciding, {i: spans[i][0] for i in kept}, self._rule(kinds)[2])
+            kinds, deciding = {"visual"}, self._scores({"visual": queries["visual"]}, selection)
+        kept = self.occurrences(deciding.scores, kinds, deciding.background)
+        kept = self.in_likely_videos(kept, deciding.scores, self.store.video_ids(kept), self._rule(kinds)[2])
+        last = (self._last(kept, deciding.scores, until_frame) if deciding.background is None else
+                self.store.latest_track(np.array(kept, np.int64), np.array([deciding.scores[i] for i in kept]),
+                                        until_frame))
+        rows = self.store.tracks(ranked[:top_k] + ([last] if last is not None else []))  # boxes: only these
+        return (Hit.from_track(rows[last], scores.get(last, 0.0), until_frame) if last is not None else None,
+                [Hit.from_track(rows[i], scores[i], until_frame) for i in ranked[:top_k]])
+
+    def _last(self, kept: list[int], scores: dict[int, float], until_frame: int | None) -> int | None:
+        """The occurrence that ends last, from lean rows (video, start, end) of every occurrence."""
+        spans = self.store.spans(kept)
         recorded = self.store.recording_times({video for video, _, _ in spans.values()})
 
         def seen_until(i: int) -> int:
             return spans[i][2] if until_frame is None else min(spans[i][2], until_frame)
 
-        last = max(kept, key=lambda i: (recorded[spans[i][0]], spans[i][0], seen_until(i), deciding[i]), default=None)
-        rows = self.store.tracks(ranked[:top_k] + ([last] if last is not None else []))  # boxes: only these
-        return (Hit.from_track(rows[last], scores.get(last, 0.0), until_frame) if last is not None else None,
-                [Hit.from_track(rows[i], scores[i], until_frame) for i in ranked[:top_k]])
+        return max(kept, key=lambda i: (recorded[spans[i][0]], spans[i][0], seen_until(i), scores[i]), default=None)
 
-    def occurrences(self, scores: dict[int, float], kinds: set[str]) -> list[int]:
-        """Track ids that are occurrences of the query (module docstring), best first."""
-        threshold, margin, _ = self._rule(kinds)
+    def occurrences(self, scores: dict[int, float], kinds: set[str], background: np.ndarray | None = None) -> list[int]:
+        """Track ids that are occurrences of the query (module docstring), best first; the
+        background is `scores` themselves unless given (a compressed store's sample)."""
         if not scores:
             return []
-        floor = threshold
-        if margin > 0:
-            values = np.fromiter(scores.values(), dtype=np.float64)
-            median = float(np.median(values))
-            floor = max(floor, median + margin * 1.4826 * float(np.median(np.abs(values - median))))
+        threshold, margin, _ = self._rule(kinds)
+        values = np.fromiter(scores.values(), dtype=np.float64) if background is None else background
+        floor = max(threshold, above_background(values, margin))
         return sorted((i for i, s in scores.items() if s >= floor), key=scores.get, reverse=True)
 
     def _rule(self, kinds: set[str]) -> tuple[float, float, float]:
-        """(threshold, margin, video share) of the model for this kind of query."""
+        """(threshold, margin, video share) of this kind of query."""
         c = self.model.config
         return ((c.joint_threshold, c.joint_margin, c.joint_video_share) if len(kinds) == 2 else
                 (c.text_threshold, c.text_margin, c.text_video_share) if "text" in kinds else
@@ -192,65 +223,102 @@ class QueryEngine:
         top = max(best.values())
         return [i for i in kept if best[videos[i]] >= share * top]
 
-    def _selector(self, video: Path | None, until_frame: int | None = None):
-        """FAISS search parameters restricted to one video's tracks (and those started by a frame)."""
+    def _selection(self, video: Path | None, until_frame: int | None = None) -> np.ndarray | None:
+        """The ids of the tracks searched when restricted to one video (and those started by a
+        frame); None: every track."""
         if video is None and until_frame is None:
             return None
-        import faiss
-
         row = None
         if video is not None:
             row = self.store.find_video(video)
             if row is None:
                 raise VQSearchError(f"video not in the index: {video}")
-        ids = np.asarray(self.store.track_ids(row, until_frame), dtype=np.int64)
-        return faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids)), len(ids)
+        return np.asarray(self.store.track_ids(row, until_frame), dtype=np.int64)
 
-    def _scores(self, queries: dict[str, np.ndarray], selector) -> dict[int, float]:
+    def _scores(self, queries: dict[str, np.ndarray], selection: np.ndarray | None) -> Scored:
         """Per track id: the similarity of each query, multiplied (T-REN), negatives clipped to 0,
-        then weighed by the asked colours and by context (module docstring)."""
-        vectors = self.store.search_vectors()
-        if vectors is None:
-            return {}
-        indexes = {"visual": vectors.visual, "text": vectors.text}
+        then weighed by the asked colours and by context (module docstring). Every searched track
+        is scored unless the store is compressed and the search is not restricted."""
         colour, context = queries.get("colour"), queries.get("context")
-        queries = {kind: query for kind, query in queries.items() if kind in indexes}
+        queries = {kind: query for kind, query in queries.items() if kind in ("visual", "text")}
+        vectors = self.store.search_vectors([*queries, *(["colour"] if colour is not None else []),
+                                             *(["text"] if context is not None else [])])
+        if vectors is None:
+            return Scored({})
         if "text" in queries and vectors.text is None:
             raise VQSearchError("this index has no text-aligned tokens: query with --crop")
-        params, limit = selector if selector else (None, vectors.visual.ntotal)
-        k = min(CANDIDATES, limit, vectors.visual.ntotal)
-        if k == 0:
-            return {}
-        per_modality: list[dict[int, float]] = []
-        for kind, query in queries.items():
-            sims, ids = indexes[kind].search(query[None], k, params=params)
-            per_modality.append({int(i): float(s) for s, i in zip(sims[0], ids[0]) if i >= 0})
+        indexes = vectors.present()
+        if is_compressed(indexes[next(iter(queries))]) and selection is None:
+            return self._compressed_scores(queries, colour, context, indexes)
+        per_modality = [self._every_score(indexes[kind], query, selection) for kind, query in queries.items()]
         candidates = set().union(*per_modality)
         scores = {i: 1.0 for i in candidates}
-        for kind, query, found in zip(queries, queries.values(), per_modality):
-            missing = np.array([i for i in candidates if i not in found], dtype=np.int64)
-            if len(missing):
-                found = {**found, **dict(zip(missing.tolist(), (indexes[kind].reconstruct_batch(missing) @ query).tolist()))}
+        for found in per_modality:
             for i in candidates:
                 scores[i] *= max(found[i], 0.0)
         if colour is not None and vectors.colour is not None and candidates:
             ids = np.fromiter(candidates, dtype=np.int64)
-            weights = COLOUR_FLOOR + (1 - COLOUR_FLOOR) * colour_evidence(vectors.colour.reconstruct_batch(ids), colour)
-            for i, weight in zip(ids.tolist(), weights.tolist()):
+            for i, weight in zip(ids.tolist(), _colour_weights(vectors_of(vectors.colour, ids), colour).tolist()):
                 scores[i] *= weight
         if context is not None and candidates:
-            self._weigh_by_context(scores, context, vectors.text, params)
-        return scores
+            self._weigh_by_context(scores, context, vectors.text, selection)
+        return Scored(scores)
 
-    def _weigh_by_context(self, scores: dict[int, float], context: np.ndarray, text_index, params) -> None:
+    @staticmethod
+    def _every_score(index, query: np.ndarray, selection: np.ndarray | None) -> dict[int, float]:
+        """{id: similarity} of every searched track."""
+        import faiss
+
+        if is_compressed(index):
+            return scores_of(index, query, selection)
+        params = None if selection is None else faiss.SearchParameters(sel=faiss.IDSelectorBatch(selection))
+        k = index.ntotal if selection is None else min(len(selection), index.ntotal)
+        if k == 0:
+            return {}
+        sims, ids = index.search(query[None], k, params=params)
+        return {int(i): float(s) for s, i in zip(sims[0], ids[0]) if i >= 0}
+
+    def _compressed_scores(self, queries: dict[str, np.ndarray], colour: np.ndarray | None,
+                           context: np.ndarray | None, indexes: dict[str, object]) -> Scored:
+        """Scores of a compressed store's occurrences and nearest tracks, and of its background
+        sample (module docstring): the cost follows the lists probed, not the store's size."""
+        sample = self.store.background([*queries, *(["colour"] if colour is not None else [])])
+        similarities = {kind: sample[kind] @ query for kind, query in queries.items()}
+        background = np.prod([np.maximum(values, 0.0) for values in similarities.values()], axis=0)
+        if colour is not None:
+            background *= _colour_weights(sample["colour"], colour)
+        threshold, margin, _ = self._rule(set(queries))
+        statistical = above_background(background, margin)
+        bound = max(threshold, statistical / 2 if context is not None else statistical)
+        lead = "visual" if "visual" in queries else "text"  # with both, the visual matches are the fewer
+        base_rate = float(np.mean(similarities[lead] >= bound))
+        ids, sims = within(indexes[lead], queries[lead], bound, base_rate)
+        near, near_sims = nearest(indexes[lead], queries[lead], SHORTLIST)
+        found = dict(zip(np.concatenate([near, ids]).tolist(), np.concatenate([near_sims, sims]).tolist()))
+        scores = {i: max(s, 0.0) for i, s in found.items()}
+        if len(queries) == 2:
+            theirs = scores_of(indexes["text"], queries["text"], np.fromiter(scores, np.int64))
+            scores = {i: s * max(theirs[i], 0.0) for i, s in scores.items()}
+        if colour is not None and "colour" in indexes and scores:
+            ids = np.fromiter(scores, dtype=np.int64)
+            for i, weight in zip(ids.tolist(), _colour_weights(vectors_of(indexes["colour"], ids), colour).tolist()):
+                scores[i] *= weight
+        if context is not None and scores:
+            background = background / self._weigh_by_context(scores, context, indexes["text"], None)
+        return Scored(scores, background)
+
+    def _weigh_by_context(self, scores: dict[int, float], context: np.ndarray, text_index,
+                          selection: np.ndarray | None) -> float:
         """Weigh each of the best CONTEXT_TRACKS tracks by its best context match c among the other
         tracks of its video seen at the same time, by (1 + c) / (1 + the best c): the track seen
         with the most context keeps its score (the thresholds stay as calibrated); the rest,
-        ranked below them anyway, as if nothing matched."""
+        ranked below them anyway, as if nothing matched. Returns 1 + the best c, which divided every score."""
+        import faiss
+
         best = sorted(scores, key=scores.get, reverse=True)[:CONTEXT_TRACKS]
-        k = min(CONTEXT_TRACKS, text_index.ntotal)
-        sims, ids = text_index.search(context[None], k, params=params)
-        near_ids, near_sims = ids[0][ids[0] >= 0], sims[0][ids[0] >= 0].clip(0, None)
+        selector = None if selection is None else faiss.IDSelectorBatch(selection)
+        near_ids, near_sims = nearest(text_index, context, min(CONTEXT_TRACKS, text_index.ntotal), selector)
+        near_sims = near_sims.clip(0, None)
         spans = self.store.spans(best + near_ids.tolist())
         own = np.array([spans[i] for i in best], dtype=np.int64).reshape(-1, 3)
         near = np.array([spans[i] for i in near_ids.tolist()], dtype=np.int64).reshape(-1, 3)
@@ -262,3 +330,18 @@ class QueryEngine:
             scores[i] /= top
         for i, c in zip(best, found.tolist()):
             scores[i] *= 1.0 + c
+        return top
+
+
+def above_background(values: np.ndarray, margin: float) -> float:
+    """The score `margin` robust standard deviations (1.4826 x MAD) above the median of `values`;
+    -inf without a margin."""
+    if margin <= 0:
+        return -np.inf
+    median = float(np.median(values))
+    return median + margin * 1.4826 * float(np.median(np.abs(values - median)))
+
+
+def _colour_weights(descriptors: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """What a track keeps of its score for the asked colours: COLOUR_FLOOR (none) to 1."""
+    return COLOUR_FLOOR + (1 - COLOUR_FLOOR) * colour_evidence(descriptors, colour)

@@ -27,7 +27,7 @@ from pg_server import PASSWORD, Server, free_port, pg_bin, running_server
 from test_faults import KILL_AT
 from test_store import _indexed, _state, _tables, video_files, write_lock_held  # noqa: F401 (a fixture)
 from vqsearch.errors import VQSearchError
-from vqsearch.store import Store
+from vqsearch.store import SCHEMA_VERSION, Store
 
 CLIPS = ("02_cups.mp4", "bedroom.mp4")
 
@@ -248,7 +248,8 @@ def _other_index_id(server: Server, index: PgIndex) -> None:
 
 
 def _vectors_without_index(server: Server, index: PgIndex) -> None:
-    server.execute("DROP TABLE observations, tracks, shot_cuts, partial_videos, videos, meta, alembic_version",
+    server.execute("DROP TABLE background_tracks, observations, tracks, shot_cuts, partial_videos, videos, meta, "
+                   "alembic_version",
                    index.database)
     (index.vectors / "vqsearch-index-id").unlink()
 
@@ -303,7 +304,8 @@ def test_an_empty_database_is_no_index_until_index_makes_one(server, empty, vide
     Store.open(empty.url, create=True).add_video("m", "a.mp4", _indexed(video_files[0], 3, 0))
     assert _listed(empty.url) == ["a.mp4"]
     assert sorted(server.contents(empty.database)) == [
-        "alembic_version", "meta", "observations", "partial_videos", "shot_cuts", "tracks", "videos"]
+        "alembic_version", "background_tracks", "meta", "observations", "partial_videos", "shot_cuts", "tracks",
+        "videos"]
 
 
 @pytest.mark.parametrize("holds", ["vqsearch-index-id", "index.sqlite"])
@@ -331,9 +333,9 @@ def test_a_read_holds_off_a_commit_until_it_ends(empty, video_files):
     assert _state(Store.open(empty.url)) == ([("a.mp4", 3), ("b.mp4", 2)], (5, 5))
 
 
-@pytest.mark.parametrize("version", ["1", "2", "3"])
+@pytest.mark.parametrize("version", ["1", "2", "3", "4"])
 def test_the_migrations_run_on_postgres(empty, video_files, version):
-    """An index taken back to schema 1, 2 or 3 reads as it is; the next write runs the revisions
+    """An index taken back to schema 1, 2, 3 or 4 reads as it is; the next write runs the revisions
     on PostgreSQL and leaves exactly a new index's tables."""
     a = _indexed(video_files[0], 3, 0)
     a.info, a.cuts = replace(a.info, declared_frames=400), [(2, 3)]
@@ -345,6 +347,6 @@ def test_the_migrations_run_on_postgres(empty, video_files, version):
     store.add_video("m", "b.mp4", _indexed(video_files[1], 2, 1))
     after = Store.open(empty.url)
     health = after.health()
-    assert (health.problems, health.schema, health.orphans) == ([], "4", [])
+    assert (health.problems, health.schema, health.orphans) == ([], SCHEMA_VERSION, [])
     assert after.vectors().colour.ntotal == 5 and after.track_ids(after.find_video(video_files[1])) == [4, 5]
     assert _tables(empty.url) == fresh

@@ -17,7 +17,7 @@ from indexer.video import VideoInfo
 from test_store_guard import _files
 from vqsearch.errors import VQSearchError
 from vqsearch.merge import FrameRegions, Track
-from vqsearch.store import Store
+from vqsearch.store import SCHEMA_VERSION, Store
 
 
 def _indexed(path: Path, tracks: int, seed: int, text: bool = True) -> IndexedVideo:
@@ -232,9 +232,9 @@ def test_the_migrations_are_the_schema_versions():
     assert script.get_current_head() == SCHEMA_VERSION
 
 
-@pytest.mark.parametrize("version", ["1", "2", "3"])
+@pytest.mark.parametrize("version", ["1", "2", "3", "4"])
 def test_an_older_schema_is_read_as_it_is_and_the_next_write_brings_it_to_the_newest(tmp_path, video_files, version):
-    """An index as vqsearch of schema 1, 2 or 3 left it (no alembic_version; before 3 no colour
+    """An index as vqsearch of schema 1 to 4 left it (no alembic_version; before 3 no colour
     file, before 2 no shot cuts) reads without a change to its files, also through writes that
     migrate it and commit nothing (repair, within the migration, finds the files it names sound);
     the next video added migrates it, and it then has exactly a new index's tables."""
@@ -249,8 +249,8 @@ def test_an_older_schema_is_read_as_it_is_and_the_next_write_brings_it_to_the_ne
     before = _files(root)
 
     store = Store.open(root)
-    assert _state(store) == ([("a.mp4", 3)], (3, 3)) and (store.vectors().colour is None) == (version != "3")
-    assert [video.gap is not None for video, _ in store.videos()] == [version == "3"]
+    assert _state(store) == ([("a.mp4", 3)], (3, 3)) and (store.vectors().colour is None) == (int(version) < 3)
+    assert [video.gap is not None for video, _ in store.videos()] == [int(version) >= 3]
     assert store.shot_bounds(store.find_video(video_files[0]), 1) == ((0, 99) if version == "1" else (0, 2))
     health = store.health()
     assert (health.problems, health.schema, health.orphans) == ([], version, [])
@@ -262,7 +262,7 @@ def test_an_older_schema_is_read_as_it_is_and_the_next_write_brings_it_to_the_ne
     assert _state(after) == ([("a.mp4", 3), ("b.mp4", 2)], (5, 5)) and after.vectors().colour.ntotal == 5
     assert after.track_ids(after.find_video(video_files[1])) == [4, 5]
     health = after.health()
-    assert (health.problems, health.schema, health.orphans) == ([], "4", [])
+    assert (health.problems, health.schema, health.orphans) == ([], SCHEMA_VERSION, [])
     assert _tables(root) == fresh
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import downgrade, vqsearch
+from vqsearch.store import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 
@@ -88,7 +89,7 @@ def test_a_damaged_index_is_refused_and_left_as_it_is(indexed_db, videos, tmp_pa
     assert _files(root) == before
 
 
-@pytest.mark.parametrize("version", ["1", "2", "3"])
+@pytest.mark.parametrize("version", ["1", "2", "3", "4"])
 def test_an_older_schema_is_read_unchanged_and_the_next_index_upgrades_it(indexed_db, videos, tmp_path, version):
     import shutil
 
@@ -108,7 +109,7 @@ def test_an_older_schema_is_read_unchanged_and_the_next_index_upgrades_it(indexe
     indexed = vqsearch("index", str(videos / "02_cups.mp4"), "--fps", "2", "--db", str(root))
     assert indexed.returncode == 0, indexed.stderr
     checked = json.loads(vqsearch("check", "--json", "--db", str(root)).stdout)
-    assert checked["sound"] and checked["schema"] == "4" and checked["videos"] == 2 and not checked["orphans"]
+    assert checked["sound"] and checked["schema"] == SCHEMA_VERSION and checked["videos"] == 2 and not checked["orphans"]
     assert checked["files"] == ["visual-2.faiss", "text-2.faiss", "colour-2.faiss"]
     with closing(sqlite3.connect(root / "index.sqlite")) as connection:
-        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [("4",)]
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [(SCHEMA_VERSION,)]

@@ -269,7 +269,7 @@ def serve(
 
 
 bench = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                    help="Ego4D VQ2D benchmark: run, evaluate, build DAVIS episodes.")
+                    help="Benchmarks: Ego4D VQ2D (run, evaluate, build DAVIS episodes); the store at scale.")
 app.add_typer(bench, name="bench")
 
 METRIC_KEYS = ("tAP", "tAP@0.25", "stAP", "stAP@0.25", "success", "recovery")
@@ -337,6 +337,43 @@ def bench_vq2d_eval(
     for key in METRIC_KEYS:
         unit = " %" if key in ("success", "recovery") else ""
         typer.echo(f"{key:>10}  {metrics[key]:8.4f}{unit}")
+
+
+@bench.command("scale")
+def bench_scale(
+    tracks: int = typer.Option(..., "--tracks", help="Synthetic tracks to store (100000, 1000000, ...)."),
+    db: Path = typer.Option(..., "--db", help="A new index directory to build (an ordinary index: query it after)."),
+    real: Optional[Path] = typer.Option(None, "--real", help="Index of real videos whose track tokens the synthetic "
+                                        "ones are drawn around [default: $VQSEARCH_DB or ./vqsearch-db]."),
+    crop: Optional[Path] = typer.Option(None, "--crop", help="The planted object's crop [default: cut from the "
+                                        "longest track of --real]."),
+    text: str = typer.Option("ball", "--text", help="The planted object's text query."),
+    planted: int = typer.Option(12_000, "--planted", help="Sightings of the planted object (at most an eighth of "
+                                "--tracks)."),
+    compress_from: Optional[int] = typer.Option(None, "--compress-from", help="Tracks from which the vectors are "
+                                                "stored compressed [default: the store's own threshold]."),
+    warm: int = typer.Option(200, "--warm-queries", help="Warm queries timed per kind of query."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Build a store of synthetic tracks drawn around real ones and measure it: disk, build time, a
+    cold query's wall time and RSS, warm p50/p95, recall@10 against exact search, and "last seen"
+    of an object seen more than 10,000 times against exact search."""
+    from queries.scale.bench import run_scale
+    from vqsearch.vector_index import COMPRESS_FROM
+
+    figures = run_scale(db, tracks, _db(real), crop, text, planted, compress_from or COMPRESS_FROM, warm)
+    if as_json:
+        typer.echo(json.dumps(figures))
+        return
+    cold, warm = figures["cold_crop"], figures["warm"]
+    typer.echo(f"{tracks} tracks: {figures['disk_mb']} MB on disk, built in {figures['build_s']} s; cold crop query "
+               f"{cold['wall_s']} s, {cold['rss_mb']} MB RSS, last seen {'right' if cold['last_seen_correct'] else 'WRONG'}")
+    typer.echo("warm p50/p95 ms: " + ", ".join(f"{name} {w['p50_ms']}/{w['p95_ms']}" for name, w in warm.items()))
+    typer.echo("recall@10: " + ", ".join(f"{kind} {value}" for kind, value in figures["recall_at_10"].items()))
+    for name, seen in figures["last_seen"].items():
+        typer.echo(f"last seen ({name}): {seen['matching']} matching tracks, "
+                   f"{'right' if seen['correct'] else 'WRONG'} (track {seen['answered_track']}, "
+                   f"exact {seen['expected_track']})")
 
 
 @bench.command("make-davis")

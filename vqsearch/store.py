@@ -6,14 +6,19 @@ Layout of a database directory:
   visual-<gen>.faiss       unit visual track tokens, inner product, ID map -> tracks.id
   text-<gen>.faiss         unit text-aligned track tokens (models with a text side)
   colour-<gen>.faiss       colour-term histograms of the tracks (schema 3 on)
+Each kind is an exact flat index while the store is small and, from `COMPRESS_FROM` tracks on, a
+trained compressed one whose lists are memory-mapped (`vqsearch.vector_index`); a query reads only
+the kinds it uses. A compressed store keeps a fixed random sample of its tracks' vectors in
+`background_tracks`, the background its queries are measured against (`queries.engine`).
 Every write builds the next generation's FAISS files beside the current ones, then commits the
 SQL transaction that switches `generation` (and `kinds`, the files it names) to them: a crash
 at any point leaves either the old or the new index whole. Writers hold the index's exclusive
 write lock (`index` for its whole run); a second writer is refused at once, readers never wait.
 A write first brings the tables to this vqsearch's schema (`vqsearch.migrations`) in its own
 transaction; reads never migrate and read every known schema. Opening checks that the committed
-files match the rows (count and ids); `repair` rebuilds them from the FAISS files still on disk,
-or removes the videos whose vectors are lost.
+files match the rows (count, and the ids of flat files; `vqsearch check` reads a compressed file's
+ids too); `repair` rebuilds them from the FAISS files still on disk, or removes the videos whose
+vectors are lost.
 """
 
 from __future__ import annotations
@@ -27,21 +32,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
-from sqlalchemy import BigInteger, Float, ForeignKey, Integer, String, Table, delete, func, inspect, select
+from sqlalchemy import (BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Table, delete, func, insert,
+                        inspect, select)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from vqsearch.database import Catalogue, Database, locate
 from vqsearch.errors import VQSearchError
+from vqsearch.vector_index import (COMPRESS_FROM, all_vectors, chunks, compressed_copy, is_compressed, stored_form,
+                                   stored_ids, vectors_of)
 
 if TYPE_CHECKING:
     from indexer.pipeline import IndexedVideo
 
 # 2: shot cuts per video; 3: track colours (older indexes read without them); 4: each generation
 # names its files (`kinds`) and track ids are never reused (`repair` relies on both; a vqsearch
-# that knows only 1-3 refuses it). Each is a revision of the same name in vqsearch/migrations.
-SCHEMA_VERSION = "4"
+# that knows only 1-3 refuses it); 5: compressed vector files, each video's block of track ids, the
+# background sample. Each is a revision of the same name in vqsearch/migrations.
+SCHEMA_VERSION = "5"
+BACKGROUND_SAMPLE = 4096  # tracks in a compressed store's background sample (median, MAD of a query)
 
 # Track and observation ids: SQLite's INTEGER is 64-bit, PostgreSQL's 32 (an index on PostgreSQL
 # is always made whole by this vqsearch, so its type needs no migration).
@@ -73,6 +83,9 @@ class Video(Base):
     patch_tokens: Mapped[int] = mapped_column(Integer)
     region_tokens: Mapped[int] = mapped_column(Integer)
     recorded_at: Mapped[float] = mapped_column(Float)            # file mtime: orders "last seen" across videos
+    # its tracks are ids first..last (schema 5 on; deferred: reads of older schemas never ask for them)
+    first_track_id: Mapped[int | None] = mapped_column(RowId, deferred=True)
+    last_track_id: Mapped[int | None] = mapped_column(RowId, deferred=True)
     tracks: Mapped[list[TrackRow]] = relationship(back_populates="video", cascade="all, delete-orphan",
                                                   passive_deletes=True)
     cuts: Mapped[list[ShotCut]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
@@ -120,7 +133,18 @@ class Observation(Base):
     height: Mapped[float] = mapped_column(Float)
 
 
-KNOWN_SCHEMAS = ("1", "2", "3", "4")
+class BackgroundTrack(Base):
+    """A track of a compressed store's fixed random sample, with its exact vectors (float32 bytes):
+    a query's median and spread over the store are estimated from these (`queries.engine`)."""
+
+    __tablename__ = "background_tracks"
+    track_id: Mapped[int] = mapped_column(RowId, ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
+    visual: Mapped[bytes] = mapped_column(LargeBinary)
+    text: Mapped[bytes | None] = mapped_column(LargeBinary)
+    colour: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+KNOWN_SCHEMAS = ("1", "2", "3", "4", "5")
 _TABLES = {"meta", "videos", "tracks", "observations"}
 
 
@@ -149,19 +173,29 @@ def _new_index(dim: int):
     return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
-def _load_index(path: Path, flags: int = 0):
-    """A FAISS file as vqsearch writes them (an ID map), or a VQSearchError saying what is wrong."""
+def _load_index(path: Path, mapped: bool = True):
+    """A FAISS file as vqsearch writes them (a flat ID map, or a compressed inverted file), or a
+    VQSearchError saying what is wrong. `mapped`: a compressed file's lists are memory-mapped (read
+    as probed; FAISS checks they lie inside the file) and a flat file, read to be checked, its
+    vectors; else the file is read into memory, as a write that changes it needs."""
     import faiss
 
     if not path.is_file():
         raise VQSearchError(f"{path.name} is missing")
+    with open(path, "rb") as handle:
+        flat = handle.read(4) == b"IxM2"
     try:
-        index = faiss.read_index(str(path), flags)
+        index = faiss.read_index(str(path), 0 if not mapped else faiss.IO_FLAG_MMAP_IFC if flat else faiss.IO_FLAG_MMAP)
     except RuntimeError:
         raise VQSearchError(f"{path.name} is unreadable (truncated or corrupt)") from None
-    if not isinstance(index, faiss.IndexIDMap2):
+    if not isinstance(index, (faiss.IndexIDMap2, faiss.IndexIVF)):
         raise VQSearchError(f"{path.name} is not a vqsearch vector file")
     return index
+
+
+def _id_block(first: int, count: int) -> dict[str, int | None]:
+    """A video's block of track ids (its columns first_track_id, last_track_id)."""
+    return {"first_track_id": first if count else None, "last_track_id": first + count - 1 if count else None}
 
 
 def _has(session: Session, table: Table) -> bool:
@@ -238,11 +272,24 @@ class Repair:
 
 
 @dataclass
+class BulkVideo:
+    """One video for `Store.add_many`: its row of `videos` (but its block of track ids), its
+    tracks' first and last frames, their boxes ([tracks, boxes, 5]: frame, x, y, width, height)
+    and their vectors by kind."""
+
+    columns: dict[str, object]
+    starts: np.ndarray
+    ends: np.ndarray
+    boxes: np.ndarray
+    vectors: dict[str, np.ndarray]
+
+
+@dataclass
 class Vectors:
     """The FAISS indexes of one generation (text is None for models without a text side, colour
-    for indexes written before schema 3)."""
+    for indexes written before schema 3, and any kind a reader has not asked for)."""
 
-    visual: object
+    visual: object | None = None
     text: object | None = None
     colour: object | None = None
 
@@ -262,7 +309,9 @@ class Store:
             raise VQSearchError(f"{self.db.label} is a file, not a directory")
         self.engine = self.db.engine()
         self._vectors: Vectors | None = None
-        self._gpu_vectors: Vectors | None = None
+        self._vectors_generation = 0  # the generation `_vectors` holds
+        self._background: tuple[int, dict[str, np.ndarray]] = (0, {})  # (its generation, the sample by kind)
+        self._gpu_vectors: tuple[tuple, Vectors] | None = None  # (generation and kinds copied, copies)
         self._locked = False  # this Store holds the index's write lock
         self.device = device  # "auto" or "cuda": search on a GPU when faiss-gpu sees one
 
@@ -407,23 +456,26 @@ class Store:
             self.db.begin_read(session)
             yield session
 
-    def vectors(self) -> Vectors | None:
-        """The current generation's FAISS indexes, read once per Store; None for an empty index."""
-        if self._vectors is None:
-            with self._snapshot() as session:
-                try:
-                    indexes = {kind: _load_index(path)
-                               for kind, path in self._committed_files(self._meta(session)).items()}
-                except VQSearchError as problem:
-                    raise self._damaged([str(problem)]) from None
-            self._vectors = Vectors(**indexes) if indexes else None
-        return self._vectors
+    def vectors(self, kinds: Iterable[str] = KINDS) -> Vectors | None:
+        """The current generation's FAISS indexes of these kinds (those it has), each read once per
+        Store and generation; None for an empty index. A query asks for the kinds it uses only."""
+        with self._snapshot() as session:
+            meta = self._meta(session)
+            files = self._committed_files(meta)
+            if self._vectors is None or self._vectors_generation != _generation(meta):
+                self._vectors, self._vectors_generation = Vectors(), _generation(meta)
+            try:
+                for kind in (kind for kind in kinds if kind in files and getattr(self._vectors, kind) is None):
+                    setattr(self._vectors, kind, _load_index(files[kind]))
+            except VQSearchError as problem:
+                raise self._damaged([str(problem)]) from None
+        return self._vectors if files else None
 
     def verify(self) -> None:
         """Refuse, in one line, an index whose committed FAISS files do not match its rows. Cheap:
-        the files are memory-mapped and only their headers and ids are read."""
+        the files are memory-mapped and only their headers (and a flat file's ids) are read."""
         with self._snapshot() as session:
-            problems = self._vector_problems(session)
+            problems = self._vector_problems(session, every_id=False)
         if problems:
             raise self._damaged(problems)
 
@@ -434,25 +486,30 @@ class Store:
         return VQSearchError(f"the index at {self.name} is damaged: {problems[0]}{more}; `vqsearch check --db {db}` "
                              f"lists what is wrong, `vqsearch repair --db {db}` keeps what can be kept")
 
-    def _vector_problems(self, session: Session) -> list[str]:
-        """Each committed FAISS file that is missing, unreadable, or holds other ids than the tracks'."""
-        import faiss
-
-        ids = np.asarray(session.scalars(select(TrackRow.id).order_by(TrackRow.id)).all(), dtype=np.int64)
+    def _vector_problems(self, session: Session, every_id: bool = True) -> list[str]:
+        """Each committed FAISS file that is missing, unreadable, or holds another number of vectors
+        than there are tracks or (for a flat file, or with `every_id`) other ids than the tracks'."""
+        tracks = session.scalar(select(func.count(TrackRow.id)))
         files = self._committed_files(self._meta(session))
-        if len(ids) and not files:
-            return [f"its {len(ids)} tracks have no FAISS files"]
+        if tracks and not files:
+            return [f"its {tracks} tracks have no FAISS files"]
         problems = []
+        ids = None  # the tracks' ids, read when a file's are
         for path in files.values():
             try:
-                index = _load_index(path, faiss.IO_FLAG_MMAP_IFC)
+                index = _load_index(path)
             except VQSearchError as problem:
                 problems.append(str(problem))
                 continue
-            stored = np.sort(faiss.vector_to_array(index.id_map))  # `index` must outlive its id_map
-            if len(stored) != len(ids):
-                problems.append(f"{path.name} holds {len(stored)} vectors for {len(ids)} tracks")
-            elif not np.array_equal(stored, ids):
+            if index.ntotal != tracks:
+                problems.append(f"{path.name} holds {index.ntotal} vectors for {tracks} tracks")
+                continue
+            if is_compressed(index) and not every_id:
+                continue
+            stored = np.sort(stored_ids(index))
+            if ids is None:
+                ids = np.asarray(session.scalars(select(TrackRow.id).order_by(TrackRow.id)).all(), dtype=np.int64)
+            if not np.array_equal(stored, ids):
                 problems.append(f"{path.name} holds the vectors of {np.setdiff1d(stored, ids).size} ids that are "
                                 f"no track's, in place of {np.setdiff1d(ids, stored).size} tracks'")
         return problems
@@ -474,24 +531,30 @@ class Store:
                 files=[path.name for path in files.values()], problems=problems,
                 orphans=sorted(path.name for path in self.root.glob("*.faiss*") if path not in files.values()))
 
-    def search_vectors(self) -> Vectors | None:
-        """The current vectors for searching: copied to a GPU when `device` asks for one and
-        faiss-gpu is installed and sees a GPU; else the CPU indexes. Writes always use the CPU.
+    def search_vectors(self, kinds: Iterable[str] = KINDS) -> Vectors | None:
+        """The current vectors of these kinds for searching: flat ones copied to a GPU when `device`
+        asks for one and faiss-gpu is installed and sees a GPU; else the CPU indexes (compressed
+        ones always: their lists stay memory-mapped). Writes always use the CPU.
 
         CPU searches run on one thread: a query is one vector, and FAISS's OpenMP threads only
-        spin (9 ms for 300 tracks when another process held the second core)."""
+        spin (9 ms for 300 tracks when another process held the second core), as BLAS's do
+        (scoring a background sample of 4096 took 5.4 ms on two threads, 2.4 ms on one)."""
         import faiss
+        from threadpoolctl import threadpool_limits
 
         faiss.omp_set_num_threads(1)
-        vectors = self.vectors()
+        threadpool_limits(1, user_api="blas")
+        vectors = self.vectors(kinds)
         wants_gpu = self.device != "cpu" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         if vectors is None or not wants_gpu:
             return vectors
-        if self._gpu_vectors is None:
+        key = (self._vectors_generation, tuple(vectors.present()))
+        if self._gpu_vectors is None or self._gpu_vectors[0] != key:
             resources = faiss.StandardGpuResources()
-            self._gpu_vectors = Vectors(**{kind: faiss.index_cpu_to_gpu(resources, 0, index)
-                                           for kind, index in vectors.present().items()})
-        return self._gpu_vectors
+            self._gpu_vectors = key, Vectors(**{
+                kind: index if is_compressed(index) else faiss.index_cpu_to_gpu(resources, 0, index)
+                for kind, index in vectors.present().items()})
+        return self._gpu_vectors[1]
 
     # --- writes -------------------------------------------------------------------------------
     @contextmanager
@@ -551,7 +614,8 @@ class Store:
             self._vectors = None
             self._sweep(self.root.glob(f"*-{new}.faiss*"))
             raise
-        self._vectors, self._gpu_vectors = (Vectors(**indexes) if indexes else None), None
+        self._vectors, self._vectors_generation = (Vectors(**indexes) if indexes else None), new
+        self._gpu_vectors = None
         self._sweep(self.root.glob("*.faiss*"))
 
     def _sweep(self, paths: Iterable[Path]) -> None:
@@ -568,18 +632,20 @@ class Store:
                 path.unlink(missing_ok=True)
 
     def _working_vectors(self, session: Session, dims: dict[str, int]) -> Vectors:
-        """Copies of the current indexes (or new ones of `dims`) that a write may change freely.
+        """Copies of the current indexes (or new ones of `dims`) that a write may change freely: the
+        committed files read into memory.
 
         An index written before colours gets a colour index whose older tracks have the uniform
         histogram (colour unknown: no colour word favours or rules them out)."""
-        import faiss
-
         from vqsearch.colours import DIM, TERMS
 
-        current = self.vectors()
-        if current is None:
+        files = self._committed_files(self._meta(session))
+        if not files:
             return Vectors(**{kind: _new_index(dim) for kind, dim in dims.items()})
-        copies = Vectors(**{kind: faiss.clone_index(index) for kind, index in current.present().items()})
+        try:
+            copies = Vectors(**{kind: _load_index(path, mapped=False) for kind, path in files.items()})
+        except VQSearchError as problem:
+            raise self._damaged([str(problem)]) from None
         if copies.colour is None and "colour" in dims:
             ids = np.asarray(self._track_ids(session, None), dtype=np.int64)
             copies.colour = _new_index(DIM)
@@ -609,7 +675,7 @@ class Store:
                 frames=info.frames, fps=info.fps, width=info.width, height=info.height,
                 sample_fps=result.sample_fps, frames_sampled=result.frames_sampled,
                 patch_tokens=result.patch_tokens, region_tokens=result.region_tokens,
-                recorded_at=info.path.stat().st_mtime,
+                recorded_at=info.path.stat().st_mtime, **_id_block(first_id, len(result.tracks)),
             )
             video.cuts = [ShotCut(before=before, after=after) for before, after in result.cuts]
             if info.partial:
@@ -625,9 +691,76 @@ class Store:
             session.flush()
             ids = np.array([row.id for row in video.tracks], dtype=np.int64)
             if len(ids):
+                added = {kind: getattr(result, kind) for kind in vectors.present()}
                 for kind, index in vectors.present().items():
-                    index.add_with_ids(getattr(result, kind), ids)
+                    index.add_with_ids(added[kind], ids)
+                self._grow(session, vectors, ids, added)
             self._commit(session, vectors.present())
+
+    def _grow(self, session: Session, vectors: Vectors, ids: np.ndarray, added: dict[str, np.ndarray]) -> None:
+        """Bring the working indexes to their stored form after `ids` were added (`added`: their
+        vectors by kind). A store that reaches COMPRESS_FROM tracks is compressed, every kind at
+        once, and its background sample drawn from all its tracks; in a compressed store each added
+        track joins the sample with the sample's share of the store."""
+        total = vectors.visual.ntotal
+        if total < COMPRESS_FROM:
+            return
+        indexes = vectors.present()
+        crossing = not is_compressed(vectors.visual)
+        pool = stored_ids(vectors.visual) if crossing else ids
+        chosen = np.random.default_rng(int(ids[0])).random(len(pool)) < BACKGROUND_SAMPLE / total
+        self._add_background(session, pool[chosen], {
+            kind: vectors_of(index, pool[chosen]) if crossing else added[kind][chosen] for kind, index in indexes.items()})
+        if crossing:
+            for kind, index in indexes.items():
+                setattr(vectors, kind, compressed_copy(index))
+
+    @staticmethod
+    def _add_background(session: Session, ids: np.ndarray, sample: dict[str, np.ndarray]) -> None:
+        """Add these tracks, with their exact vectors by kind, to the background sample."""
+        if len(ids):
+            session.execute(insert(BackgroundTrack), [
+                {"track_id": track_id, **{kind: np.asarray(vectors[row], np.float32).tobytes()
+                                          for kind, vectors in sample.items()}}
+                for row, track_id in enumerate(ids.tolist())])
+
+    def add_many(self, model_name: str, videos: Iterable[BulkVideo], tracks: int, training: dict[str, np.ndarray],
+                 compress_from: int = COMPRESS_FROM) -> None:
+        """Add many videos to an empty index in one write, as they stream (the scale benchmark's
+        builder): rows inserted in bulk, vectors added to indexes in their stored form for `tracks`
+        tracks (from `compress_from` on, compressed and trained on `training`, a sample of the
+        vectors to come, by kind), each track joining the background sample with its share; one commit."""
+        from vqsearch.vector_index import trained_index
+
+        with self._write() as session:
+            if _generation(self._meta(session)) or session.scalar(select(func.count(Video.id))):
+                raise VQSearchError(f"the index at {self.root} is not empty: add many videos to a new --db only")
+            session.merge(Meta(key="model", value=model_name))
+            compressed = tracks >= compress_from
+            indexes = {kind: trained_index(sample, tracks) if compressed else _new_index(sample.shape[1])
+                       for kind, sample in training.items()}
+            chance = np.random.default_rng(0)
+            connection = session.connection()
+            for video in videos:
+                count = len(video.ends)
+                first = self._claim_track_ids(session, count)
+                ids = np.arange(first, first + count, dtype=np.int64)
+                video_id = connection.execute(insert(Video).values(**video.columns, **_id_block(first, count))
+                                              ).inserted_primary_key[0]
+                connection.exec_driver_sql(
+                    "INSERT INTO tracks (id, video_id, start_frame, end_frame) VALUES (?, ?, ?, ?)",
+                    [(track_id, video_id, start, end) for track_id, start, end
+                     in zip(ids.tolist(), video.starts.tolist(), video.ends.tolist())])
+                connection.exec_driver_sql(
+                    "INSERT INTO observations (track_id, frame, x, y, width, height) VALUES (?, ?, ?, ?, ?, ?)",
+                    [(track_id, int(box[0]), *box[1:]) for track_id, boxes in zip(ids.tolist(), video.boxes.tolist())
+                     for box in boxes])
+                for kind, index in indexes.items():
+                    index.add_with_ids(video.vectors[kind], ids)
+                if compressed:
+                    chosen = chance.random(count) < BACKGROUND_SAMPLE / tracks
+                    self._add_background(session, ids[chosen], {kind: video.vectors[kind][chosen] for kind in indexes})
+            self._commit(session, indexes)
 
     def remove_video(self, path: Path) -> bool:
         """Delete a video's rows and vectors atomically; False if it was not indexed."""
@@ -675,8 +808,9 @@ class Store:
             indexes = {}
             if kept:
                 for kind, (vectors, _) in gathered.items():
-                    index = indexes[kind] = _new_index(len(vectors[kept[0]]))
+                    index = _new_index(len(vectors[kept[0]]))
                     index.add_with_ids(np.stack([vectors[i] for i in kept]), np.asarray(kept, np.int64))
+                    indexes[kind] = stored_form(index)
             per_video = Counter(video_id for _, video_id in tracks)
             lost = []
             for video in session.scalars(select(Video).where(Video.id.in_(lost_ids)).order_by(Video.id)):
@@ -691,8 +825,6 @@ class Store:
         """The vectors of `ids` in this kind's readable FAISS files of generations `newest` down to
         `oldest`, newest first, and the files that gave them. Only in that range is an id known
         to be the same track as now (`_claim_track_ids`); a file of another dimension is skipped."""
-        import faiss
-
         generations = sorted((int(number) for path in self.root.glob(f"{kind}-*.faiss")
                               if (number := path.name[len(kind) + 1:-len(".faiss")]).isdigit()), reverse=True)
         vectors: dict[int, np.ndarray] = {}
@@ -706,9 +838,8 @@ class Store:
                 continue
             if dim not in (None, index.d):
                 continue
-            rows = index.index.reconstruct_n(0, index.ntotal)
-            stored = faiss.vector_to_array(index.id_map).tolist()
-            found = {track_id: rows[position] for position, track_id in enumerate(stored)
+            stored, rows = all_vectors(index)
+            found = {track_id: rows[position] for position, track_id in enumerate(stored.tolist())
                      if track_id in ids and track_id not in vectors}
             if found:
                 vectors.update(found)
@@ -735,11 +866,62 @@ class Store:
             return {row.id: row for row in rows}
 
     def spans(self, ids: list[int]) -> dict[int, tuple[int, int, int]]:
-        """{track id: (video id, start frame, end frame)}, read without building track objects."""
+        """{track id: (video id, start frame, end frame)}, read without building track objects (in
+        parts: SQLite binds at most 32766 values a statement)."""
+        columns = select(TrackRow.id, TrackRow.video_id, TrackRow.start_frame, TrackRow.end_frame)
         with Session(self.engine) as session:
-            rows = session.execute(select(TrackRow.id, TrackRow.video_id, TrackRow.start_frame, TrackRow.end_frame)
-                                   .where(TrackRow.id.in_(ids)))
-            return {row[0]: (row[1], row[2], row[3]) for row in rows}
+            return {row[0]: (row[1], row[2], row[3]) for part in chunks(len(ids), 30_000)
+                    for row in session.execute(columns.where(TrackRow.id.in_(ids[part])))}
+
+    def _blocks(self) -> np.ndarray:
+        """[videos, 3]: each video's first track id, recording time and id, by first track id."""
+        with Session(self.engine) as session:
+            return np.array(session.execute(
+                select(Video.first_track_id, Video.recorded_at, Video.id).where(Video.first_track_id.is_not(None))
+                .order_by(Video.first_track_id)).all(), dtype=np.float64).reshape(-1, 3)
+
+    def video_ids(self, ids: list[int]) -> dict[int, int]:
+        """{track id: its video's id}: by the videos' blocks of ids (schema 5), without a row read
+        per track; an older index by its tracks' rows."""
+        if not ids:
+            return {}
+        if int(self.schema_version or 0) < 5:
+            return {i: span[0] for i, span in self.spans(ids).items()}
+        videos = self._blocks()
+        slot = np.searchsorted(videos[:, 0], np.asarray(ids, np.int64), side="right") - 1
+        return dict(zip(ids, videos[slot, 2].astype(np.int64).tolist()))
+
+    def latest_track(self, ids: np.ndarray, scores: np.ndarray, until_frame: int | None = None) -> int | None:
+        """Of these tracks, the one seen last: in the latest video (recording time, then id), the
+        latest end (cut at `until_frame`), then the best score. Ids map to videos by the videos'
+        blocks of ids (schema 5), so the rows read are the videos' and the chosen video's tracks
+        among these: the cost does not grow with the number of tracks given."""
+        if not len(ids):
+            return None
+        videos = self._blocks()
+        slot = np.searchsorted(videos[:, 0], ids, side="right") - 1
+        held = np.unique(slot)
+        best = held[np.lexsort((videos[held, 2], videos[held, 1]))[-1]]
+        mine = slot == best
+        spans = self.spans(ids[mine].tolist())
+        return max(zip(ids[mine].tolist(), scores[mine].tolist()), key=lambda track: (
+            spans[track[0]][2] if until_frame is None else min(spans[track[0]][2], until_frame), track[1]))[0]
+
+    def background(self, kinds: list[str]) -> dict[str, np.ndarray]:
+        """A compressed store's background sample: {kind: its tracks' exact vectors}, rows aligned;
+        read once per Store and generation (that of the vectors last read)."""
+        generation, cached = self._background
+        if generation != self._vectors_generation:
+            cached = {}
+        missing = [kind for kind in kinds if kind not in cached]
+        if missing:
+            with Session(self.engine) as session:
+                rows = session.execute(select(*(getattr(BackgroundTrack, kind) for kind in missing))
+                                       .order_by(BackgroundTrack.track_id)).all()
+            for column, kind in enumerate(missing):
+                cached[kind] = np.frombuffer(b"".join(row[column] for row in rows), np.float32).reshape(len(rows), -1)
+        self._background = self._vectors_generation, cached
+        return {kind: cached[kind] for kind in kinds}
 
     def recording_times(self, video_ids: set[int]) -> dict[int, float]:
         """{video id: recording time}, the order of "last seen" across videos."""
@@ -752,8 +934,8 @@ class Store:
             return session.get(Video, video_id)
 
     def track_vector(self, track_id: int) -> np.ndarray:
-        """A track's stored visual token (unit norm)."""
-        return self.vectors().visual.reconstruct(int(track_id)).astype(np.float32)
+        """A track's stored visual token (unit norm; a compressed store's decoded)."""
+        return vectors_of(self.vectors(["visual"]).visual, np.array([track_id]))[0]
 
     def shot_bounds(self, video: Video, frame: int) -> tuple[int, int]:
         """(first, last) frame that may belong to the shot holding `frame`, cut to the sampled frames

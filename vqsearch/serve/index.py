@@ -28,8 +28,9 @@ MAX_OCCURRENCES = 1000  # marked on the page's timelines; more only lengthens th
 
 
 class TimelineEngine(QueryEngine):
-    """The CLI's engine, which also keeps the tracks its occurrence rule kept in the last search
-    (`found`: track id -> score): the page's timeline marks every occurrence, not only the last."""
+    """The CLI's engine, which also keeps the occurrences of the last search (`found`: track id ->
+    score, as the rule and the video share left them): the page's timeline marks every
+    occurrence, not only the last."""
 
     found: dict[int, float] | None = None
 
@@ -37,8 +38,9 @@ class TimelineEngine(QueryEngine):
         self.found = None
         return super().search(*args, **kwargs)
 
-    def occurrences(self, scores: dict[int, float], kinds: set[str]) -> list[int]:
-        kept = super().occurrences(scores, kinds)
+    def in_likely_videos(self, kept: list[int], scores: dict[int, float], videos: dict[int, int],
+                         share: float) -> list[int]:
+        kept = super().in_likely_videos(kept, scores, videos, share)
         if self.found is None:  # the search's own, not a relocation's search again (SAM 2, step 5)
             self.found = {i: scores[i] for i in kept[:MAX_OCCURRENCES]}
         return kept
