@@ -18,7 +18,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -89,16 +91,41 @@ def connected(address: str | None) -> Iterator[None]:
 def _initialised(ray, address: str | None) -> Iterator[None]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # vqsearch runs offline: nothing is reported
     local = (address or os.environ.get("RAY_ADDRESS") or "local") == "local"
+    on_sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR,
                  **({"include_dashboard": False} if local else {}))
     except (ConnectionError, ValueError, RuntimeError) as error:
         raise VQSearchError(f"cannot join the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}: "
                             f"{str(error).splitlines()[0] if str(error) else type(error).__name__}") from None
+    finally:  # Ray's own handler aborts the driver; the command's stops it as Ctrl-C does (`vqsearch.cli`)
+        signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
     finally:
         ray.shutdown()
+
+
+@contextmanager
+def _sigterm_between_ray_calls() -> Iterator[Callable[[], None]]:
+    """Ray runs signal handlers inside its blocking calls and survives only KeyboardInterrupt there:
+    another exception (`vqsearch.cli`'s SIGTERM raises one) breaks the call. Here SIGTERM is only
+    noted; `check()` raises it again, to its own handler, between Ray's calls."""
+    if threading.current_thread() is not threading.main_thread():  # signals go to the main thread only
+        yield lambda: None
+        return
+    noted: list[int] = []
+    handler = signal.signal(signal.SIGTERM, lambda signum, frame: noted.append(signum)) or signal.SIG_DFL
+
+    def check() -> None:
+        if noted:
+            signal.signal(signal.SIGTERM, handler)
+            signal.raise_signal(signal.SIGTERM)
+
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 # --- the tasks, run in the cluster's worker processes ------------------------------------------
@@ -160,63 +187,87 @@ def unchanged(store: Store, info: VideoInfo, fps: float) -> bool:
 def index_on_ray(store: Store, model_name: str, device: str, paths: list[Path], fps: float, allow_partial: bool,
                  settings: RaySettings, report: Reporter) -> int:
     """Index `paths` on the connected cluster into `store` (its write lock held); the number that failed."""
-    ray = _ray()
-    options = dict(max_retries=RETRIES, retry_exceptions=True, num_cpus=settings.threads)
-    whole, segment, stitched = (ray.remote(**options)(work) for work in (_whole, _segment, _stitched))
-    model = (model_name, device, settings.threads)
-    failures = 0
-    frames: dict[object, int] = {}     # a task's result -> its sampled frames, for progress
-    videos: dict[object, str] = {}     # a video's result -> the path given
-    for path in paths:
+    with _sigterm_between_ray_calls() as stopping:
+        run = _Run(store, (model_name, device, settings.threads), settings, report, stopping)
+        for path in paths:
+            stopping()
+            run.submit(path, fps, allow_partial)
+        run.collect()
+        return run.failures
+
+
+class _Run:
+    """One `index --ray`: the tasks submitted, and the videos waiting for their commit."""
+
+    def __init__(self, store: Store, model: tuple[str, str, int], settings: RaySettings, report: Reporter,
+                 stopping: Callable[[], None]) -> None:
+        self.ray = _ray()
+        self.store, self.model, self.settings, self.report, self.stopping = store, model, settings, report, stopping
+        options = dict(max_retries=RETRIES, retry_exceptions=True, num_cpus=settings.threads)
+        self.whole, self.segment, self.stitched = (self.ray.remote(**options)(work)
+                                                   for work in (_whole, _segment, _stitched))
+        self.frames: dict[object, int] = {}  # a task's result -> its sampled frames, for progress
+        self.videos: dict[object, str] = {}  # a video's result -> the path given
+        self.waiting: list[tuple[str, IndexedVideo]] = []
+        self.failures = 0
+
+    def submit(self, path: Path, fps: float, allow_partial: bool) -> None:
+        """A video's tasks: one for a short video, else one per segment and one to stitch them."""
         try:
             info = probe(path, allow_partial)
         except VQSearchError as error:
-            report.failed(str(error))
-            failures += 1
-            continue
-        if unchanged(store, info, fps):
-            report.skipped(str(path))
-            continue
-        spans = plan(len(sample_indices(info.frames, info.fps, fps)), fps, settings.segment_seconds)
+            self.failed(str(error))
+            return
+        if unchanged(self.store, info, fps):
+            self.report.skipped(str(path))
+            return
+        spans = plan(len(sample_indices(info.frames, info.fps, fps)), fps, self.settings.segment_seconds)
         if len(spans) == 1:
-            result = whole.remote(model, info, fps)
-            frames[result] = spans[0][1]
+            result = self.whole.remote(self.model, info, fps)
+            self.frames[result] = spans[0][1]
         else:
-            parts = [segment.remote(model, info, fps, span) for span in spans]
-            frames.update({part: b - a for part, (a, b) in zip(parts, spans)})
-            result = stitched.remote(model, info, fps, *parts)
-        videos[result] = str(path)
-    waiting: list[tuple[str, IndexedVideo]] = []
-    since = time.monotonic()
-    unfinished = list(frames.keys() | videos.keys())
-    with report.progress(sum(frames.values()), f"{len(videos)} videos"):
-        while unfinished:
-            done, unfinished = ray.wait(unfinished, timeout=1.0, fetch_local=False)
-            for ref in done:
-                report.frames(frames.pop(ref, 0))
-                if ref in videos:
-                    given = videos.pop(ref)
-                    outcome = _outcome(ray, ref, given)
-                    if isinstance(outcome, Failed):
-                        report.failed(outcome.message)
-                        failures += 1
-                    else:
-                        waiting.append((given, outcome))
-            if waiting and (len(waiting) >= settings.commit_every or not videos
-                            or time.monotonic() - since >= COMMIT_SECONDS):
-                store.add_videos(model_name, waiting)
-                for given, result in waiting:
-                    report.committed(given, result)
-                waiting, since = [], time.monotonic()
-    return failures
+            parts = [self.segment.remote(self.model, info, fps, span) for span in spans]
+            self.frames.update({part: b - a for part, (a, b) in zip(parts, spans)})
+            result = self.stitched.remote(self.model, info, fps, *parts)
+        self.videos[result] = str(path)
 
+    def collect(self) -> None:
+        """Wait for the tasks; commit the finished videos by `commit_every`, at least every
+        `COMMIT_SECONDS`, and when the last is in."""
+        since = time.monotonic()
+        unfinished = list(self.frames.keys() | self.videos.keys())
+        with self.report.progress(sum(self.frames.values()), f"{len(self.videos)} videos"):
+            while unfinished:
+                done, unfinished = self.ray.wait(unfinished, timeout=1.0, fetch_local=False)
+                self.stopping()
+                for ref in done:
+                    self.report.frames(self.frames.pop(ref, 0))
+                    if ref in self.videos:
+                        self.finished(self.videos.pop(ref), ref)
+                if self.waiting and (len(self.waiting) >= self.settings.commit_every or not self.videos
+                                     or time.monotonic() - since >= COMMIT_SECONDS):
+                    self.commit()
+                    since = time.monotonic()
 
-def _outcome(ray, ref, given: str) -> IndexedVideo | Failed:
-    """A video's result, or why it failed when its retries ran out, in one line."""
-    try:
-        return ray.get(ref)
-    except ray.exceptions.RayError as error:
-        cause = getattr(error, "cause", None) or error
-        reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-        return Failed(f"indexing {given} failed on the cluster after {RETRIES} retries "
-                      f"({type(cause).__name__}: {reason[:200]})")
+    def finished(self, given: str, ref) -> None:
+        try:
+            outcome = self.ray.get(ref)
+        except self.ray.exceptions.RayError as error:  # its retries ran out
+            cause = getattr(error, "cause", None) or error
+            reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+            outcome = Failed(f"indexing {given} failed on the cluster after {RETRIES} retries "
+                             f"({type(cause).__name__}: {reason[:200]})")
+        if isinstance(outcome, Failed):
+            self.failed(outcome.message)
+        else:
+            self.waiting.append((given, outcome))
+
+    def failed(self, message: str) -> None:
+        self.report.failed(message)
+        self.failures += 1
+
+    def commit(self) -> None:
+        self.store.add_videos(self.model[0], self.waiting)
+        for given, result in self.waiting:
+            self.report.committed(given, result)
+        self.waiting = []

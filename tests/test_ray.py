@@ -236,30 +236,48 @@ def _generation(db: Path) -> int:
         return 0
 
 
+def _stopped_after_a_commit(command: list[str], db: Path, signum: int) -> subprocess.CompletedProcess:
+    """`vqsearch COMMAND`, sent `signum` as soon as it has committed once more."""
+    done = _generation(db)
+    driver = subprocess.Popen([sys.executable, "-m", "vqsearch.cli", *command], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    deadline = time.monotonic() + 240
+    while _generation(db) == done and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signum)
+    out, err = driver.communicate(timeout=60)
+    return subprocess.CompletedProcess(driver.args, driver.returncode, out, err)
+
+
+def _listed(db: Path) -> list[str]:
+    checked = vqsearch("check", "--db", str(db), "--json")
+    assert checked.returncode == 0 and json.loads(checked.stdout)["sound"], checked.stdout
+    return [Path(v["video"]).name for v in json.loads(vqsearch("list", "--db", str(db), "--json").stdout)["videos"]]
+
+
 @pytest.mark.slow
-def test_a_killed_driver_loses_no_committed_video_and_a_rerun_finishes(cluster, plain_db, videos, tmp_path):
-    """The driver (joined to the module's cluster, one task at a time, a commit per video) is killed
-    with SIGKILL after its first commit: the index is sound and holds what was committed; the
-    same command again indexes only the rest, with the tracks `vqsearch index` gives."""
+def test_a_stopped_or_killed_driver_loses_no_committed_video_and_a_rerun_finishes(cluster, plain_db, videos,
+                                                                                  tmp_path):
+    """The driver (joined to the module's cluster, one task at a time, a commit per video) is stopped
+    by SIGTERM after its first commit, then run again and killed by SIGKILL after its next: each
+    time the index is sound and holds what was committed; a third run indexes only the rest, with
+    the tracks `vqsearch index` gives."""
     db = tmp_path / "db"
     command = ["index", *(str(videos / name) for name in NAMES), "--db", str(db), "--ray",
                "--ray-address", cluster, "--commit-every", "1", "--threads", "2", "--json"]
-    driver = subprocess.Popen([sys.executable, "-m", "vqsearch.cli", *command], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=os.environ.copy())
-    deadline = time.monotonic() + 240
-    while _generation(db) < 1 and driver.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    driver.send_signal(signal.SIGKILL)
-    assert driver.wait() == -signal.SIGKILL
-    checked = vqsearch("check", "--db", str(db), "--json")
-    assert checked.returncode == 0 and json.loads(checked.stdout)["sound"], checked.stdout
-    kept = [Path(v["video"]).name for v in json.loads(vqsearch("list", "--db", str(db), "--json").stdout)["videos"]]
-    assert 1 <= len(kept) < 3, kept
-    rerun = vqsearch(*command)
-    assert rerun.returncode == 0, rerun.stderr
-    summary = json.loads(rerun.stdout)
+    stopped = _stopped_after_a_commit(command, db, signal.SIGTERM)
+    assert stopped.returncode == 143 and stopped.stderr.splitlines()[-1] == "vqsearch: terminated", stopped.stderr
+    first = _listed(db)
+    assert len(first) == 1
+    killed = _stopped_after_a_commit(command, db, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    kept = _listed(db)
+    assert len(kept) == 2 and kept[0] == first[0], kept
+    finished = vqsearch(*command)
+    assert finished.returncode == 0, finished.stderr
+    summary = json.loads(finished.stdout)
     assert sorted(Path(p).name for p in summary["skipped"]) == sorted(kept)
-    assert sorted(Path(v["video"]).name for v in summary["videos"]) == sorted(set(NAMES) - set(kept))
+    assert [Path(v["video"]).name for v in summary["videos"]] == sorted(set(NAMES) - set(kept))
     plain, on_ray = _content(plain_db), _content(db)
     assert all(_same_tracks(plain[name], on_ray[name]) for name in NAMES)
 
