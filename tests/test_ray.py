@@ -219,7 +219,9 @@ def test_a_video_that_fails_is_reported_and_the_others_commit(cluster, videos, t
     notes.write_text("not a video")
     with pytest.raises(VQSearchError, match="2 of the 3 videos failed"):
         run_here(str(broken), str(videos / "04_coffee.mp4"), str(notes), "--db", str(tmp_path / "db"))
-    err = capsys.readouterr().err.splitlines()
+    out, err = capsys.readouterr()
+    assert [Path(v["video"]).name for v in json.loads(out)["videos"]] == ["04_coffee.mp4"]  # what is indexed
+    err = err.splitlines()
     assert len(err) == 2 and any("cannot read video" in line and "notes.mp4" in line for line in err), err
     assert any("cannot decode" in line and "broken.mp4" in line for line in err), err
     assert attempts(broken) == 1  # a user-facing error is not retried

@@ -13,7 +13,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 try:
     import typer
@@ -22,6 +22,10 @@ try:
 except KeyboardInterrupt:  # Ctrl-C while starting up: nothing was read or written yet
     sys.stderr.write("vqsearch: interrupted\n")
     sys.exit(130)
+
+if TYPE_CHECKING:
+    from indexer.distributed import RaySettings
+    from indexer.pipeline import IndexedVideo
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Where did I last see it? Index videos into region track tokens; query by text or crop.")
@@ -91,6 +95,7 @@ def index(
             with connected(settings.address):
                 failed = index_on_ray(store, name, device, videos, fps, allow_partial, settings, report)
             if failed:
+                report.done()  # what was indexed, then the error
                 raise VQSearchError(f"{failed} of the {len(videos)} videos failed, each on a line above; "
                                     f"{len(videos) - failed} are indexed")
         else:
@@ -104,7 +109,7 @@ def index(
 
 
 def _ray_settings(ray: bool, address: Optional[str], segment_seconds: Optional[float], commit_every: Optional[int],
-                  threads: Optional[int]):
+                  threads: Optional[int]) -> RaySettings | None:
     """`index --ray`'s settings (None without --ray), checked."""
     if not ray:
         if address is not None or segment_seconds is not None or commit_every is not None:
@@ -150,7 +155,7 @@ class IndexReport:
 
         tqdm.write(line, file=sys.stderr if err else self.out)  # above the bar, when there is one
 
-    def committed(self, given: str, result) -> None:
+    def committed(self, given: str, result: IndexedVideo) -> None:
         info = result.info
         self.summaries.append({
             "video": given, "frames_sampled": result.frames_sampled, "tracks": len(result.tracks),
