@@ -109,7 +109,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    print(f"vqsearch serve on the sample videos, one client, keep-alive; ms per request (send to last byte)")
+    print("vqsearch serve on the sample videos, one client, keep-alive; ms per request (send to last byte)")
     print(f"{'query':<22}{'n':>5}{'p50':>9}{'p95':>9}{'mean':>9}{'max':>9}")
     rows = [(f"{name} (index)", row) for name, row in report["index"].items()]
     rows += [(f"{name} (relocated)", row) for name, row in report["relocated"].items()]

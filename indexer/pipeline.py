@@ -56,6 +56,40 @@ class IndexedVideo:
                 **({"declared_frames": self.info.declared_frames} if self.info.partial else {})}
 
 
+@dataclass
+class Edges:
+    """What stitching a segment to its neighbours needs (`indexer.segments`).
+
+    A shot cut may lie between two segments (the looks of their edge frames say); the tracks that
+    start on a segment's first frame may continue those active on the previous segment's last one
+    (the temporal merge compares their first-frame tokens with those tracks' tokens); and a late
+    label (`LateLabels`) of a track at an edge is held back, since only the stitched track shows
+    whether it ends there unlabelled and long enough.
+    """
+
+    first_frame: int
+    last_frame: int
+    first_look: FrameLook
+    last_look: FrameLook
+    first_tokens: list[np.ndarray]   # of tracks 0..n-1, the tracks that start on the first frame
+    last_tracks: list[int]           # the tracks active on the last frame, in the merge's order
+    held: dict[int, np.ndarray]      # late labels held back, by track
+
+
+@dataclass
+class Tracked:
+    """The tracks of a run of sampled frames, before the short ones are dropped and the rest stacked:
+    a whole video, or a segment of one with its `edges`."""
+
+    tracks: list[Track]
+    frames_sampled: int
+    patch_tokens: int
+    region_tokens: int
+    seconds: float
+    cuts: list[tuple[int, int]]
+    edges: Edges | None = None
+
+
 def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
     """Run an iterator in a background thread so decoding overlaps the backbone.
 
@@ -120,9 +154,9 @@ def backbone_stage(chunks: Iterator[tuple[list[int], np.ndarray]], model: Search
         yield Batch(chunk, frames, features, contexts, [None] * len(chunk))
 
 
-def detect_stage(batches: Iterator[Batch], detector: Detector | None, every: int) -> Iterator[Batch]:
-    """The detector's findings on every `every`-th sampled frame."""
-    seen = 0
+def detect_stage(batches: Iterator[Batch], detector: Detector | None, every: int, seen: int = 0) -> Iterator[Batch]:
+    """The detector's findings on every `every`-th sampled frame of the video; `seen`: how many
+    sampled frames come before the first batch (a segment's start)."""
     for step in batches:
         if detector is not None:
             step.detections = [detector(step.pixels[b]) if (seen + b) % every == 0 else None
@@ -138,12 +172,18 @@ class LateLabels:
     reappearance) may lie between two and would lack the labels its longer sightings carry. When
     such a track ends, the detector sees its last frame, kept in a short buffer, and the track's
     box stands for its mask.
+
+    In a segment, a track that starts on `hold_from` (the first frame of a segment that follows
+    another) or is still active at the end may be part of a longer one: its label is `held`, not
+    given, whatever its length, for the stitching to give or drop.
     """
 
-    def __init__(self, detector: Detector | None, every: int, min_frames: int, frame_hw: tuple[int, int]) -> None:
-        self.detector, self.min_frames, self.frame_hw = detector, min_frames, frame_hw
+    def __init__(self, detector: Detector | None, every: int, min_frames: int, frame_hw: tuple[int, int],
+                 hold_from: int | None = None) -> None:
+        self.detector, self.min_frames, self.frame_hw, self.hold_from = detector, min_frames, frame_hw, hold_from
         self.frames: dict[int, np.ndarray] = {}
         self.found: dict[int, list[Detection]] = {}
+        self.held: list[tuple[Track, np.ndarray]] = []
         self.depth = every + 1
 
     def keep(self, frame: int, pixels: np.ndarray, detections: list[Detection] | None) -> None:
@@ -157,25 +197,37 @@ class LateLabels:
             del self.frames[oldest]
             self.found.pop(oldest, None)
 
-    def label(self, ended: list[Track]) -> None:
+    def label(self, ended: list[Track], hold: bool = False) -> None:
+        """Label the tracks that ended; with `hold`, hold back the labels of all of them."""
         if self.detector is None:
             return
         h, w = self.frame_hw
         for track in ended:
             last = track.frames[-1]
-            if track.labelled_frames or len(track.frames) < self.min_frames or last not in self.frames:
+            held = hold or track.frames[0] == self.hold_from
+            if track.labelled_frames or (len(track.frames) < self.min_frames and not held) or last not in self.frames:
                 continue
             if last not in self.found:
                 self.found[last] = self.detector(self.frames[last])
             x, y, bw, bh = track.boxes[-1]
-            track.label_sum = box_labels(self.found[last], (x / w, y / h, (x + bw) / w, (y + bh) / h))
-            track.labelled_frames = 1
+            labels = box_labels(self.found[last], (x / w, y / h, (x + bw) / w, (y + bh) / h))
+            if held:
+                self.held.append((track, labels))
+            else:
+                track.label_sum, track.labelled_frames = labels, 1
 
 
 def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int | None = None, progress=None
                 ) -> IndexedVideo:
     """Turn one video into track tokens. `progress(n)` is called with each batch's frame count;
-    `batch` frames go through the backbone at once (default: what suits the backbone).
+    `batch` frames go through the backbone at once (default: what suits the backbone)."""
+    return finish(model, info, fps, track_frames(model, info, fps, batch=batch, progress=progress))
+
+
+def track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[int, int] | None = None,
+                 batch: int | None = None, progress=None) -> Tracked:
+    """The tracks of a video's sampled frames, or with `span` (a, b) of its sampled frames a to b
+    (excluded), a segment with its edges (`indexer.segments` stitches segments back together).
 
     A torch backbone runs on `vqsearch.models.runtime.default_threads()` threads, as the embedded
     model's OpenVINO graphs do (`vqsearch index --threads`). BLAS runs single-threaded: the
@@ -192,17 +244,20 @@ def index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int | No
         torch.set_num_threads(default_threads())
     try:
         with threadpool_limits(limits=1, user_api="blas"):
-            return _index_video(model, info, fps, batch or model.backbone.batch, progress)
+            return _track_frames(model, info, fps, span, batch or model.backbone.batch, progress)
     finally:
         if torch:
             torch.set_num_threads(before)
 
 
-def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, progress) -> IndexedVideo:
+def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[int, int] | None, batch: int,
+                  progress) -> Tracked:
     start = time.perf_counter()
     config, backbone, encoder = model.config, model.backbone, model.region_encoder
     detector = model.detector if model.has_text else None
-    indices = sample_indices(info.frames, info.fps, fps)
+    sampled = sample_indices(info.frames, info.fps, fps)
+    first, end = span or (0, len(sampled))
+    indices = sampled[first:end]
     size = backbone.input_size(info.height, info.width)
     points = grid_points(*size, backbone.stride, config.prompt_stride)
     builder = TrackBuilder(config.track_tau)
@@ -211,12 +266,14 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
     patch_tokens = region_tokens = 0
     cuts: list[tuple[int, int]] = []
     previous: tuple[int, FrameLook] | None = None
+    first_look, first_tokens = None, []
     every = max(1, round(fps / config.detect_fps))
-    late = LateLabels(detector, every, config.min_track_frames, (info.height, info.width))
+    late = LateLabels(detector, every, config.min_track_frames, (info.height, info.width),
+                      hold_from=indices[0] if first > 0 else None)
     depth = max(2, 8 // batch)  # a few frames in flight between stages, whatever the batch
     decoded = prefetch(stream(info, indices, size, batch), depth)
     encoded = prefetch(backbone_stage(decoded, model), depth)
-    for step in prefetch(detect_stage(encoded, detector, every), depth):
+    for step in prefetch(detect_stage(encoded, detector, every, first), depth):
         features = step.features
         patch_tokens += features.shape[0] * features.shape[2] * features.shape[3]
         tokens, masks = encoder.encode(features, points)
@@ -241,10 +298,24 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
             region_tokens += len(regions.tokens)
             late.keep(frame, pixels, detections)
             late.label(builder.add_frame(frame, regions, mask_boxes(inside, (info.height, info.width)), cut))
+            if first_look is None:
+                first_look, first_tokens = look, [t.token for t in builder.tracks]
         if progress:
             progress(len(step.frames))
-    late.label(builder.active)
-    tracks = [t for t in builder.tracks if len(t.frames) >= config.min_track_frames]
+    late.label(builder.active, hold=end < len(sampled))
+    tracked = Tracked(builder.tracks, len(indices), patch_tokens, region_tokens, time.perf_counter() - start, cuts)
+    if span is not None:
+        number = {id(track): n for n, track in enumerate(builder.tracks)}
+        tracked.edges = Edges(indices[0], indices[-1], first_look, previous[1], first_tokens,
+                              [number[id(t)] for t in builder.active], {number[id(t)]: labels for t, labels in late.held})
+    return tracked
+
+
+def finish(model: SearchModel, info: VideoInfo, fps: float, tracked: Tracked) -> IndexedVideo:
+    """Keep the tracks seen on enough sampled frames and stack their tokens for the store."""
+    config, backbone = model.config, model.backbone
+    detector = model.detector if model.has_text else None
+    tracks = [t for t in tracked.tracks if len(t.frames) >= config.min_track_frames]
     track_tokens = np.stack([t.token for t in tracks]).astype(np.float32) if tracks else np.zeros((0, backbone.dim), np.float32)
     colour = np.stack([t.colour for t in tracks]).astype(np.float32) if tracks else np.zeros((0, DIM), np.float32)
     text = None
@@ -253,5 +324,5 @@ def _index_video(model: SearchModel, info: VideoInfo, fps: float, batch: int, pr
         if detector is not None:
             evidence = np.stack([t.label_evidence(len(detector.labels)) for t in tracks])
             text = with_labels(text, evidence, detector)
-    return IndexedVideo(info, fps, len(indices), patch_tokens, region_tokens, tracks, unit(track_tokens),
-                        text, colour, time.perf_counter() - start, cuts)
+    return IndexedVideo(info, fps, tracked.frames_sampled, tracked.patch_tokens, tracked.region_tokens, tracks,
+                        unit(track_tokens), text, colour, tracked.seconds, tracked.cuts)

@@ -11,8 +11,9 @@ import os
 import shlex
 import signal
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 try:
     import typer
@@ -21,6 +22,10 @@ try:
 except KeyboardInterrupt:  # Ctrl-C while starting up: nothing was read or written yet
     sys.stderr.write("vqsearch: interrupted\n")
     sys.exit(130)
+
+if TYPE_CHECKING:
+    from indexer.distributed import RaySettings
+    from indexer.pipeline import IndexedVideo
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Where did I last see it? Index videos into region track tokens; query by text or crop.")
@@ -56,11 +61,20 @@ def index(
     device: str = DeviceOption,
     allow_partial: bool = typer.Option(False, "--allow-partial",
                                        help="Index the decodable part of a video cut short; the gap is recorded."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for the models [default: every core]."),
+    threads: Optional[int] = typer.Option(None, "--threads",
+                                          help="CPU threads for the models [default: every core; with --ray, 1 per task]."),
+    ray: bool = typer.Option(False, "--ray", help="Index on a Ray cluster, videos and segments of long ones as tasks "
+                                                  "(README: Indexing on Ray)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="With --ray: the cluster [default: $RAY_ADDRESS, else a local one]."),
+    segment_seconds: Optional[float] = typer.Option(None, "--segment-seconds",
+                                                    help="With --ray: longer videos are cut into segments of at most "
+                                                         "this long, stitched back together [default: 120]."),
+    commit_every: Optional[int] = typer.Option(None, "--commit-every",
+                                               help="With --ray: videos per commit to the index [default: 8; "
+                                                    "at least one commit a minute]."),
 ) -> None:
     """Index videos: sample frames, encode regions, merge them into tracks, store them."""
-    from tqdm import tqdm
-
     from indexer.pipeline import index_video
     from indexer.video import probe, sample_indices
     from vqsearch.models.factory import DEFAULT_MODEL, create_model, get_config
@@ -72,28 +86,100 @@ def index(
     set_threads(threads)
     if model is not None:
         get_config(model)
-    infos = [probe(path, allow_partial) for path in videos]  # every file is checked before any work starts
-    summaries = []
+    settings = _ray_settings(ray, ray_address, segment_seconds, commit_every, threads)
+    infos = [] if settings else [probe(path, allow_partial) for path in videos]  # checked before any work starts
+    report = IndexReport(as_json, fps)
     with Store.writer(_db(db)) as store:  # writable and locked before any video work, until the end
         name = model or store.model_name or DEFAULT_MODEL
         store.check_model(name)
-        search_model = create_model(name, device)
-        for given, info in zip(videos, infos):
-            total = len(sample_indices(info.frames, info.fps, fps))
-            with tqdm(total=total, desc=given.name, unit="frame", file=sys.stderr,
-                      disable=as_json or not sys.stderr.isatty()) as bar:
-                result = index_video(search_model, info, fps, progress=bar.update)
-            store.add_video(name, str(given), result)
-            summaries.append(result.summary(str(given)))
-            if info.partial:
-                typer.echo(f"vqsearch: {given} is incomplete: indexed the {info.frames} of its "
-                           f"{info.declared_frames} frames that decode", err=True)
-            if not as_json:
-                ratio = result.patch_tokens / max(len(result.tracks), 1)
-                typer.echo(f"{given}: {result.frames_sampled} frames -> {len(result.tracks)} tracks "
-                           f"({ratio:.0f}x fewer than {result.patch_tokens} patch tokens) in {result.seconds:.1f}s")
-    if as_json:
-        typer.echo(json.dumps({"videos": summaries}))
+        if settings:
+            from indexer.distributed import connected, index_on_ray
+
+            with connected(settings.address):
+                failed = index_on_ray(store, name, device, videos, fps, allow_partial, settings, report)
+            if failed:
+                report.done()  # what was indexed, then the error
+                raise VQSearchError(f"{failed} of the {len(videos)} videos failed, each on a line above; "
+                                    f"{len(videos) - failed} are indexed")
+        else:
+            search_model = create_model(name, device)
+            for given, info in zip(videos, infos):
+                with report.progress(len(sample_indices(info.frames, info.fps, fps)), given.name):
+                    result = index_video(search_model, info, fps, progress=report.frames)
+                store.add_video(name, str(given), result)
+                report.committed(str(given), result)
+    report.done()
+
+
+def _ray_settings(ray: bool, address: Optional[str], segment_seconds: Optional[float], commit_every: Optional[int],
+                  threads: Optional[int]) -> RaySettings | None:
+    """`index --ray`'s settings (None without --ray), checked."""
+    if not ray:
+        if address is not None or segment_seconds is not None or commit_every is not None:
+            raise VQSearchError("--ray-address, --segment-seconds and --commit-every go with --ray")
+        return None
+    from indexer.distributed import RaySettings
+
+    default = RaySettings()
+    settings = RaySettings(address, default.segment_seconds if segment_seconds is None else segment_seconds,
+                           commit_every or default.commit_every, threads or default.threads)
+    if not (settings.segment_seconds > 0 and math.isfinite(settings.segment_seconds)):
+        raise VQSearchError(f"--segment-seconds must be a positive number, got {segment_seconds}")
+    if settings.commit_every < 1:
+        raise VQSearchError(f"--commit-every must be at least 1, got {commit_every}")
+    return settings
+
+
+class IndexReport:
+    """What `index` tells: a progress bar on a terminal, a line per indexed video (with --json, a
+    summary of them at the end), and a line per video that failed or was skipped (`--ray`)."""
+
+    def __init__(self, as_json: bool, fps: float) -> None:
+        self.as_json, self.fps = as_json, fps
+        self.out = sys.stdout  # Ray's connection turns sys.stdout into stderr (`indexer.distributed.connected`)
+        self.summaries: list[dict] = []
+        self.skips: list[str] = []
+        self._bar = None
+
+    @contextmanager
+    def progress(self, total: int, label: str) -> Iterator[None]:
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=label, unit="frame", file=sys.stderr,
+                  disable=self.as_json or not sys.stderr.isatty()) as self._bar:
+            yield
+        self._bar = None
+
+    def frames(self, count: int) -> None:
+        self._bar.update(count)
+
+    def _say(self, line: str, err: bool = False) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr if err else self.out)  # above the bar, when there is one
+
+    def committed(self, given: str, result: IndexedVideo) -> None:
+        info = result.info
+        self.summaries.append(result.summary(given))
+        if info.partial:
+            self._say(f"vqsearch: {given} is incomplete: indexed the {info.frames} of its "
+                      f"{info.declared_frames} frames that decode", err=True)
+        if not self.as_json:
+            ratio = result.patch_tokens / max(len(result.tracks), 1)
+            self._say(f"{given}: {result.frames_sampled} frames -> {len(result.tracks)} tracks "
+                      f"({ratio:.0f}x fewer than {result.patch_tokens} patch tokens) in {result.seconds:.1f}s")
+
+    def failed(self, message: str) -> None:
+        self._say(f"vqsearch: error: {message}", err=True)
+
+    def skipped(self, given: str) -> None:
+        self.skips.append(given)
+        if not self.as_json:
+            self._say(f"{given}: already indexed from this file at --fps {self.fps:g}: skipped")
+
+    def done(self) -> None:
+        if self.as_json:
+            typer.echo(json.dumps({"videos": self.summaries, **({"skipped": self.skips} if self.skips else {})}))
 
 
 @app.command()

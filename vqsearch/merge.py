@@ -101,12 +101,44 @@ class Track:
         self.token_sum = self.token_sum + regions.tokens[r]
         for name, values in (("text_sum", regions.text), ("colour_sum", regions.colours), ("label_sum", regions.labels)):
             if values is not None:
-                total = getattr(self, name)
-                setattr(self, name, values[r].copy() if total is None else total + values[r])
+                self._accumulate(name, values[r])
         self.labelled_frames += regions.labels is not None
         self.frames.append(frame)
         self.boxes.append(box)
         self.points.append(regions.points[r])
+
+    def extend(self, later: Track) -> None:
+        """Continue this track with the track that follows it in the next segment (`indexer.segments`)."""
+        self.token_sum = self.token_sum + later.token_sum
+        for name in ("text_sum", "colour_sum", "label_sum"):
+            if (value := getattr(later, name)) is not None:
+                self._accumulate(name, value)
+        self.labelled_frames += later.labelled_frames
+        self.frames += later.frames
+        self.boxes += later.boxes
+        self.points += later.points
+
+    def _accumulate(self, name: str, value: np.ndarray) -> None:
+        total = getattr(self, name)
+        setattr(self, name, value.copy() if total is None else total + value)
+
+
+def match(tokens: np.ndarray, track_tokens: np.ndarray, tau: float) -> dict[int, int]:
+    """The temporal merge's rule: a frame's region tokens [R, D] paired one-to-one with the tokens
+    [A, D] of the tracks active before it, greedily by descending cosine, each pair at least `tau`.
+    Returns {region: track row}."""
+    sims = unit(tokens) @ unit(track_tokens).T
+    matched: dict[int, int] = {}
+    taken: set[int] = set()
+    for flat in np.argsort(-sims, axis=None):
+        r, a = divmod(int(flat), sims.shape[1])
+        if sims[r, a] < tau:
+            break
+        if r in matched or a in taken:
+            continue
+        matched[r] = a
+        taken.add(a)
+    return matched
 
 
 class TrackBuilder:
@@ -130,16 +162,8 @@ class TrackBuilder:
             self._active = []
         matched: dict[int, int] = {}
         if self._active and len(regions.tokens):
-            sims = unit(regions.tokens) @ unit(np.stack([self.tracks[t].token for t in self._active])).T
-            taken_tracks: set[int] = set()
-            for flat in np.argsort(-sims, axis=None):
-                r, a = divmod(int(flat), sims.shape[1])
-                if sims[r, a] < self.tau:
-                    break
-                if r in matched or a in taken_tracks:
-                    continue
-                matched[r] = self._active[a]
-                taken_tracks.add(a)
+            tokens = np.stack([self.tracks[t].token for t in self._active])
+            matched = {r: self._active[a] for r, a in match(regions.tokens, tokens, self.tau).items()}
         active = []
         for r in range(len(regions.tokens)):
             if r not in matched:

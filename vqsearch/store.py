@@ -654,48 +654,59 @@ class Store:
 
     def add_video(self, model_name: str, given_path: str, result: IndexedVideo) -> None:
         """Store one indexed video, replacing an earlier index of the same file, atomically."""
+        self.add_videos(model_name, [(given_path, result)])
+
+    def add_videos(self, model_name: str, videos: list[tuple[str, IndexedVideo]]) -> None:
+        """Store indexed videos (path as given, result) in one atomic write, each replacing an
+        earlier index of the same file: one generation switch for the batch (`index --ray`)."""
         with self._write() as session:
             self._refuse_other_model(self._meta(session).get("model"), model_name)
             session.merge(Meta(key="model", value=model_name))
             self._vectors = None  # another process may have written since we read
+            result = videos[0][1]
             dims = {"visual": result.visual.shape[1], "colour": result.colour.shape[1]}
             if result.text is not None:
                 dims["text"] = result.text.shape[1]
             vectors = self._working_vectors(session, dims)
-            first_id = self._claim_track_ids(session, len(result.tracks))  # before the previous rows go
-            info = result.info
-            abs_path = str(info.path.resolve())
-            previous = session.scalars(select(Video).where(Video.abs_path == abs_path)).first()
-            if previous is not None:
-                self._remove_vectors(vectors, self._track_ids(session, previous.id))
-                session.delete(previous)
-                session.flush()
-            video = Video(
-                path=given_path, abs_path=abs_path, fingerprint=file_fingerprint(info.path),
-                frames=info.frames, fps=info.fps, width=info.width, height=info.height,
-                sample_fps=result.sample_fps, frames_sampled=result.frames_sampled,
-                patch_tokens=result.patch_tokens, region_tokens=result.region_tokens,
-                recorded_at=info.path.stat().st_mtime, **_id_block(first_id, len(result.tracks)),
-            )
-            video.cuts = [ShotCut(before=before, after=after) for before, after in result.cuts]
-            if info.partial:
-                video.gap = PartialVideo(declared_frames=info.declared_frames)
-            for track_id, track in enumerate(result.tracks, first_id):
-                row = TrackRow(id=track_id, start_frame=track.frames[0], end_frame=track.frames[-1])
-                row.observations = [
-                    Observation(frame=f, x=float(b[0]), y=float(b[1]), width=float(b[2]), height=float(b[3]))
-                    for f, b in zip(track.frames, track.boxes)
-                ]
-                video.tracks.append(row)
-            session.add(video)
-            session.flush()
-            ids = np.array([row.id for row in video.tracks], dtype=np.int64)
-            if len(ids):
-                added = {kind: getattr(result, kind) for kind in vectors.present()}
-                for kind, index in vectors.present().items():
-                    index.add_with_ids(added[kind], ids)
-                self._grow(session, vectors, ids, added)
+            for given_path, result in videos:
+                self._add(session, vectors, given_path, result)
             self._commit(session, vectors.present())
+
+    def _add(self, session: Session, vectors: Vectors, given_path: str, result: IndexedVideo) -> None:
+        """One video's rows and vectors, in a write's session and working vectors."""
+        first_id = self._claim_track_ids(session, len(result.tracks))  # before the previous rows go
+        info = result.info
+        abs_path = str(info.path.resolve())
+        previous = session.scalars(select(Video).where(Video.abs_path == abs_path)).first()
+        if previous is not None:
+            self._remove_vectors(vectors, self._track_ids(session, previous.id))
+            session.delete(previous)
+            session.flush()
+        video = Video(
+            path=given_path, abs_path=abs_path, fingerprint=file_fingerprint(info.path),
+            frames=info.frames, fps=info.fps, width=info.width, height=info.height,
+            sample_fps=result.sample_fps, frames_sampled=result.frames_sampled,
+            patch_tokens=result.patch_tokens, region_tokens=result.region_tokens,
+            recorded_at=info.path.stat().st_mtime, **_id_block(first_id, len(result.tracks)),
+        )
+        video.cuts = [ShotCut(before=before, after=after) for before, after in result.cuts]
+        if info.partial:
+            video.gap = PartialVideo(declared_frames=info.declared_frames)
+        for track_id, track in enumerate(result.tracks, first_id):
+            row = TrackRow(id=track_id, start_frame=track.frames[0], end_frame=track.frames[-1])
+            row.observations = [
+                Observation(frame=f, x=float(b[0]), y=float(b[1]), width=float(b[2]), height=float(b[3]))
+                for f, b in zip(track.frames, track.boxes)
+            ]
+            video.tracks.append(row)
+        session.add(video)
+        session.flush()
+        ids = np.array([row.id for row in video.tracks], dtype=np.int64)
+        if len(ids):
+            added = {kind: getattr(result, kind) for kind in vectors.present()}
+            for kind, index in vectors.present().items():
+                index.add_with_ids(added[kind], ids)
+            self._grow(session, vectors, ids, added)
 
     def _grow(self, session: Session, vectors: Vectors, ids: np.ndarray, added: dict[str, np.ndarray]) -> None:
         """Bring the working indexes to their stored form after `ids` were added (`added`: their
