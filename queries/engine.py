@@ -3,7 +3,8 @@
 T-REN's rule: with both a text and a crop, a track's score is the product of its visual and textual
 similarities; the embedded model ranks by it but lets the crop alone decide which tracks are
 occurrences (`joint_decides` off): its ConSE factor varies more between views of one object than
-between look-alikes, and deciding by the product lost brief reappearances (README). A track is an
+between look-alikes, and deciding by the product lost brief reappearances (README). A text query
+over one video (`--video`, an index of one) takes the model's `text_margin_in_video`. A track is an
 occurrence of the queried object when its score passes the model's calibrated threshold for that
 kind of query AND stands out from the query's background: at least `margin` robust standard
 deviations (1.4826 x median absolute deviation) above the median score of the query over the
@@ -19,20 +20,20 @@ half (coarse regions blur colours: a blue dress measured 10-15 % blue). The answ
 last see it" is the occurrence that ends last (videos ordered by recording time).
 
 How tracks are searched (`vqsearch.vector_index`). A small store (flat vectors), and any search
-restricted to some tracks (`--video`, VQ2D's query frame), scores every searched track: the rule
-is exact. A compressed store (from `COMPRESS_FROM` tracks) cannot: its background (median and
-spread) is that of its fixed random sample of tracks (`background_tracks`, ~4096, scored with the
-same rule, colours and context included), and its occurrences are found without a cap by range
-search at the lowest score an occurrence can have in the lists around the query, as deep as
-they hold matches more densely than the background does (`within`): chance passes of the margin
-rule in lists far from the query are not searched. A track's score is its similarity,
-or the product of both, times weights of at most 1 (colour, context), so an occurrence's
-similarity is at least the floor; with context, whose weights divide every score by at most 2, at
-least max(threshold, statistical floor / 2). With both a text and a crop, a product passes only if
-each factor passes the floor (the other is at most 1: unit vectors): the visual matches at the
-floor are found by range search and their text similarities read from the text index. Results
-below the occurrences are the best of the 512 nearest tracks. "Last seen" among any number of
-occurrences reads the videos' rows and the chosen video's tracks only (`Store.latest_track`).
+restricted to some tracks (`--video`, VQ2D's query frame), scores every searched track: the rule is
+exact. A compressed store (from `COMPRESS_FROM` tracks) cannot: its background (median and spread)
+is that of its fixed random sample of tracks (`background_tracks`, ~4096, scored with the same rule,
+colours and context included), and its occurrences are found without a cap by range search at the
+lowest score an occurrence can have in the lists around the query, as deep as they hold matches more
+densely than the background does (`within`): chance passes of the margin rule in lists far from the
+query are not searched. A track's score is its similarity, or the product of both, times weights of
+at most 1 (colour, context), so an occurrence's similarity is at least the floor; with context,
+whose weights divide every score by at most 2, at least max(threshold, statistical floor / 2). With
+both a text and a crop, a product passes only if each factor passes the floor (the other is at most
+1: unit vectors): the visual matches at the floor are found by range search and their text
+similarities read from the text index. Results below the occurrences are the best of the 512 nearest
+tracks. "Last seen" among any number of occurrences reads the videos' rows and the chosen video's
+tracks only (`Store.latest_track`).
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ class QueryEngine:
         deciding = scored
         if kinds == {"text", "visual"} and not self.model.config.joint_decides:
             kinds, deciding = {"visual"}, self._scores({"visual": queries["visual"]}, selection)
-        kept = self.occurrences(deciding.scores, kinds, deciding.background)
+        one_video = video is not None or self.store.video_count() == 1
+        kept = self.occurrences(deciding.scores, kinds, deciding.background, one_video)
         kept = self.in_likely_videos(kept, deciding.scores, self.store.video_ids(kept), self._rule(kinds)[2])
         last = (self._last(kept, deciding.scores, until_frame) if deciding.background is None else
                 self.store.latest_track(np.array(kept, np.int64), np.array([deciding.scores[i] for i in kept]),
@@ -194,21 +196,23 @@ class QueryEngine:
 
         return max(kept, key=lambda i: (recorded[spans[i][0]], spans[i][0], seen_until(i), scores[i]), default=None)
 
-    def occurrences(self, scores: dict[int, float], kinds: set[str], background: np.ndarray | None = None) -> list[int]:
+    def occurrences(self, scores: dict[int, float], kinds: set[str], background: np.ndarray | None = None,
+                    one_video: bool = False) -> list[int]:
         """Track ids that are occurrences of the query (module docstring), best first; the
         background is `scores` themselves unless given (a compressed store's sample)."""
         if not scores:
             return []
-        threshold, margin, _ = self._rule(kinds)
+        threshold, margin, _ = self._rule(kinds, one_video)
         values = np.fromiter(scores.values(), dtype=np.float64) if background is None else background
         floor = max(threshold, above_background(values, margin))
         return sorted((i for i, s in scores.items() if s >= floor), key=scores.get, reverse=True)
 
-    def _rule(self, kinds: set[str]) -> tuple[float, float, float]:
-        """(threshold, margin, video share) of this kind of query."""
+    def _rule(self, kinds: set[str], one_video: bool = False) -> tuple[float, float, float]:
+        """(threshold, margin, video share) of this kind of query, searched over one video or more."""
         c = self.model.config
+        text_margin = c.text_margin_in_video if one_video and c.text_margin_in_video is not None else c.text_margin
         return ((c.joint_threshold, c.joint_margin, c.joint_video_share) if len(kinds) == 2 else
-                (c.text_threshold, c.text_margin, c.text_video_share) if "text" in kinds else
+                (c.text_threshold, text_margin, c.text_video_share) if "text" in kinds else
                 (c.visual_threshold, c.visual_margin, c.visual_video_share))
 
     @staticmethod

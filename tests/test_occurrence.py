@@ -42,6 +42,14 @@ def test_each_kind_of_query_has_its_own_rule():
     assert engine.occurrences(scores, {"text", "visual"}) == [3, 2]
 
 
+def test_a_text_query_over_one_video_takes_its_own_margin():
+    engine = _engine(text_threshold=0.2, text_margin=2.0, text_margin_in_video=1.0)
+    background = {i: 0.3 + 0.01 * (i % 11) for i in range(100, 166)}  # 0.30 .. 0.40, MAD 0.03
+    scores = {**background, 1: 0.50, 2: 0.42}  # floors: 0.35 + 1.0 x 0.044 = 0.39; + 2.0 x 0.044 = 0.44
+    assert engine.occurrences(scores, {"text"}) == [1]
+    assert engine.occurrences(scores, {"text"}, one_video=True)[:2] == [1, 2]
+
+
 def test_a_query_answers_from_the_videos_that_look_most_like_it():
     scores = {1: 0.95, 2: 0.50, 3: 0.60, 4: 0.80, 5: 0.70}
     videos = {1: 10, 2: 10, 3: 20, 4: 30, 5: 30}  # video 20's best (0.60) is under 0.8 x 0.95

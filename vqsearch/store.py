@@ -884,6 +884,10 @@ class Store:
             return {row[0]: (row[1], row[2], row[3]) for part in chunks(len(ids), 30_000)
                     for row in session.execute(columns.where(TrackRow.id.in_(ids[part])))}
 
+    def video_count(self) -> int:
+        with Session(self.engine) as session:
+            return session.scalar(select(func.count(Video.id)))
+
     def _blocks(self) -> np.ndarray:
         """[videos, 3]: each video's first track id, recording time and id, by first track id."""
         with Session(self.engine) as session:

@@ -61,6 +61,8 @@ class ModelConfig:
     visual_margin: float = 0.0          # ... and this many robust standard deviations above the
     text_margin: float = 0.0            #     median score of the query over the searched tracks
     joint_margin: float = 0.0           #     (the background), per kind of query
+    text_margin_in_video: float | None = None  # text query over one video (--video, an index of one):
+                                        #     this margin instead (None: text_margin)
     visual_video_share: float = 0.0     # only the videos whose best occurrence scores this share of
     text_video_share: float = 0.0       #     the best one anywhere hold occurrences, per kind of
     joint_video_share: float = 0.0      #     query (0: every video)
