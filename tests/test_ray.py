@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import vqsearch
+from conftest import SAMPLE_VIDEOS, vqsearch
 from indexer.pipeline import Edges, Tracked
 from indexer.segments import plan, stitch
 from indexer.shots import FrameLook
@@ -28,7 +28,7 @@ from vqsearch.errors import VQSearchError
 from vqsearch.merge import FrameRegions, Track
 from vqsearch.store import Store
 
-NAMES = ("02_cups.mp4", "04_coffee.mp4", "bedroom.mp4")
+NAMES = SAMPLE_VIDEOS
 
 
 def test_a_long_video_is_planned_in_segments_of_at_most_the_length_asked():
@@ -133,15 +133,6 @@ def index_here(capsys, *args: str) -> dict:
     return json.loads(capsys.readouterr().out)
 
 
-@pytest.fixture(scope="module")
-def plain_db(videos: Path, tmp_path_factory) -> Path:
-    """The three sample videos indexed by `vqsearch index`."""
-    root = tmp_path_factory.mktemp("plain") / "db"
-    done = vqsearch("index", *(str(videos / name) for name in NAMES), "--db", str(root))
-    assert done.returncode == 0, done.stderr
-    return root
-
-
 def _content(root: Path) -> dict[str, list]:
     """Every video's tracks in order: their frames and boxes, and their vectors of every kind."""
     store = Store.open(root)
@@ -168,12 +159,12 @@ def _answer(db: Path, *query: str) -> dict:
 
 
 @pytest.mark.slow
-def test_whole_videos_as_tasks_give_exactly_the_tracks_of_vqsearch_index(cluster, plain_db, videos, tmp_path, capsys):
+def test_whole_videos_as_tasks_give_exactly_the_tracks_of_vqsearch_index(cluster, sample_db, videos, tmp_path, capsys):
     db = tmp_path / "db"
     summary = index_here(capsys, *(str(videos / name) for name in NAMES), "--db", str(db), "--commit-every", "2")
     assert sorted(Path(v["video"]).name for v in summary["videos"]) == sorted(NAMES)
     assert Store.open(db).health().generation == 2  # two commits: a batch of two, then the last
-    plain, on_ray = _content(plain_db), _content(db)
+    plain, on_ray = _content(sample_db), _content(db)
     assert [len(plain[name]) for name in NAMES] == [63, 68, 36]
     assert all(_same_tracks(plain[name], on_ray[name]) for name in NAMES)
     # a rerun finds every file indexed and unchanged, and skips it
@@ -182,12 +173,12 @@ def test_whole_videos_as_tasks_give_exactly_the_tracks_of_vqsearch_index(cluster
 
 
 @pytest.mark.slow
-def test_segments_stitched_answer_as_the_single_pass(cluster, plain_db, videos, tmp_path, capsys, ball_crop):
+def test_segments_stitched_answer_as_the_single_pass(cluster, sample_db, videos, tmp_path, capsys, ball_crop):
     """Segments of 4 s (3, 3 and 2 per video): the same sampled frames, nearly as many tracks, and the
     same last sightings, in overlapping windows, of the ball by its crop and of a mug and a quilt by name."""
     db = tmp_path / "db"
     summary = index_here(capsys, *(str(videos / name) for name in NAMES), "--db", str(db), "--segment-seconds", "4")
-    plain, stitched = _content(plain_db), _content(db)
+    plain, stitched = _content(sample_db), _content(db)
     for name in NAMES:
         covered = [sorted({frame for frames, _ in tracks for frame, *_ in frames}) for tracks in (plain[name],
                                                                                                  stitched[name])]
@@ -195,13 +186,13 @@ def test_segments_stitched_answer_as_the_single_pass(cluster, plain_db, videos, 
         assert abs(len(stitched[name]) - len(plain[name])) <= 0.1 * len(plain[name])
     assert sorted(v["frames_sampled"] for v in summary["videos"]) == [34, 48, 51]
     for query in (["--crop", str(ball_crop)], ["--text", "coffee mug"], ["--text", "quilt"]):
-        one, other = _answer(plain_db, *query), _answer(db, *query)
+        one, other = _answer(sample_db, *query), _answer(db, *query)
         assert one["video"] == other["video"], query
         assert max(one["start_frame"], other["start_frame"]) <= min(one["end_frame"], other["end_frame"]), query
 
 
 @pytest.mark.slow
-def test_a_transient_fault_is_retried(cluster, plain_db, videos, tmp_path, capsys):
+def test_a_transient_fault_is_retried(cluster, sample_db, videos, tmp_path, capsys):
     """Each work unit of a cut-up 02_cups and a whole bedroom fails once, and is retried."""
     cups, bedroom = tmp_path / "flaky_cups.mp4", tmp_path / "flaky_bedroom.mp4"
     cups.write_bytes((videos / "02_cups.mp4").read_bytes())
@@ -209,7 +200,7 @@ def test_a_transient_fault_is_retried(cluster, plain_db, videos, tmp_path, capsy
     summary = index_here(capsys, str(cups), str(bedroom), "--db", str(tmp_path / "db"), "--segment-seconds", "7")
     assert sorted(Path(v["video"]).name for v in summary["videos"]) == ["flaky_bedroom.mp4", "flaky_cups.mp4"]
     assert (attempts(cups, 0), attempts(cups, 26), attempts(bedroom, 0)) == (2, 2, 2)
-    assert _same_tracks(_content(tmp_path / "db")["flaky_bedroom.mp4"], _content(plain_db)["bedroom.mp4"])
+    assert _same_tracks(_content(tmp_path / "db")["flaky_bedroom.mp4"], _content(sample_db)["bedroom.mp4"])
 
 
 @pytest.mark.slow
@@ -258,7 +249,7 @@ def _listed(db: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_stopped_or_killed_driver_loses_no_committed_video_and_a_rerun_finishes(cluster, plain_db, videos,
+def test_a_stopped_or_killed_driver_loses_no_committed_video_and_a_rerun_finishes(cluster, sample_db, videos,
                                                                                   tmp_path):
     """The driver (joined to the module's cluster, one task at a time, a commit per video) is stopped
     by SIGTERM after its first commit, then run again and killed by SIGKILL after its next: each
@@ -280,7 +271,7 @@ def test_a_stopped_or_killed_driver_loses_no_committed_video_and_a_rerun_finishe
     summary = json.loads(finished.stdout)
     assert sorted(Path(p).name for p in summary["skipped"]) == sorted(kept)
     assert [Path(v["video"]).name for v in summary["videos"]] == sorted(set(NAMES) - set(kept))
-    plain, on_ray = _content(plain_db), _content(db)
+    plain, on_ray = _content(sample_db), _content(db)
     assert all(_same_tracks(plain[name], on_ray[name]) for name in NAMES)
 
 
