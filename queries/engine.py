@@ -178,17 +178,22 @@ class QueryEngine:
             kinds, deciding = {"visual"}, self._scores({"visual": queries["visual"]}, selection)
         one_video = video is not None or self.store.video_count() == 1
         kept = self.occurrences(deciding.scores, kinds, deciding.background, one_video)
-        kept = self.in_likely_videos(kept, deciding.scores, self.store.video_ids(kept), self._rule(kinds)[2])
-        last = (self._last(kept, deciding.scores, until_frame) if deciding.background is None else
-                self.store.latest_track(np.array(kept, np.int64), np.array([deciding.scores[i] for i in kept]),
-                                        until_frame))
+        share = self._rule(kinds)[2]
+        if deciding.background is None:  # every searched track scored: lean rows of every occurrence
+            spans = self.store.spans(kept)
+            kept = self.in_likely_videos(kept, deciding.scores, {i: spans[i][0] for i in kept}, share)
+            last = self._last(kept, deciding.scores, spans, until_frame)
+        else:  # any number of occurrences: videos by their blocks of ids
+            kept = self.in_likely_videos(kept, deciding.scores, self.store.video_ids(kept), share)
+            last = self.store.latest_track(np.array(kept, np.int64), np.array([deciding.scores[i] for i in kept]),
+                                           until_frame)
         rows = self.store.tracks(ranked[:top_k] + ([last] if last is not None else []))  # boxes: only these
         return (Hit.from_track(rows[last], scores.get(last, 0.0), until_frame) if last is not None else None,
                 [Hit.from_track(rows[i], scores[i], until_frame) for i in ranked[:top_k]])
 
-    def _last(self, kept: list[int], scores: dict[int, float], until_frame: int | None) -> int | None:
+    def _last(self, kept: list[int], scores: dict[int, float], spans: dict[int, tuple[int, int, int]],
+              until_frame: int | None) -> int | None:
         """The occurrence that ends last, from lean rows (video, start, end) of every occurrence."""
-        spans = self.store.spans(kept)
         recorded = self.store.recording_times({video for video, _, _ in spans.values()})
 
         def seen_until(i: int) -> int:

@@ -896,12 +896,10 @@ class Store:
                 .order_by(Video.first_track_id)).all(), dtype=np.float64).reshape(-1, 3)
 
     def video_ids(self, ids: list[int]) -> dict[int, int]:
-        """{track id: its video's id}: by the videos' blocks of ids (schema 5), without a row read
-        per track; an older index by its tracks' rows."""
+        """{track id: its video's id} by the videos' blocks of ids (schema 5: a compressed store),
+        without a row read per track."""
         if not ids:
             return {}
-        if int(self.schema_version or 0) < 5:
-            return {i: span[0] for i, span in self.spans(ids).items()}
         videos = self._blocks()
         slot = np.searchsorted(videos[:, 0], np.asarray(ids, np.int64), side="right") - 1
         return dict(zip(ids, videos[slot, 2].astype(np.int64).tolist()))

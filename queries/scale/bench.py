@@ -70,11 +70,10 @@ class Exact:
         floor = max(threshold, above_background(scores, margin))
         passing = np.flatnonzero(scores >= floor)
         video, end = np.concatenate(self.video)[passing], np.concatenate(self.end)[passing]
-        if share > 0 and len(passing):
-            best = np.zeros(video.max() + 1)
-            np.maximum.at(best, video, scores[passing])
-            likely = best[video] >= share * best.max()
-            passing, video, end = passing[likely], video[likely], end[likely]
+        numbers = passing.tolist()  # the engine's own video share, over every passing track
+        keep = np.isin(passing, engine.in_likely_videos(numbers, dict(zip(numbers, scores[passing].tolist())),
+                                                        dict(zip(numbers, video.tolist())), share))
+        passing, video, end = passing[keep], video[keep], end[keep]
         return int(passing[np.lexsort((scores[passing], end, video))[-1]]), len(passing)
 
 
