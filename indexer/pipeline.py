@@ -47,6 +47,7 @@ class IndexedVideo:
     colour: np.ndarray          # [T, 22] colour descriptors of the tracks (`vqsearch.colours`)
     seconds: float
     cuts: list[tuple[int, int]] = field(default_factory=list)  # (last frame before, first after) a shot cut
+    text_space: str | None = None  # the model's `text_space`: what the text tokens are made of
 
     def summary(self, given: str) -> dict:
         """This video's object in `vqsearch index --json` (and a served index job's result)."""
@@ -325,4 +326,4 @@ def finish(model: SearchModel, info: VideoInfo, fps: float, tracked: Tracked) ->
             evidence = np.stack([t.label_evidence(len(detector.labels)) for t in tracks])
             text = with_labels(text, evidence, detector)
     return IndexedVideo(info, fps, tracked.frames_sampled, tracked.patch_tokens, tracked.region_tokens, tracks,
-                        unit(track_tokens), text, colour, tracked.seconds, tracked.cuts)
+                        unit(track_tokens), text, colour, tracked.seconds, tracked.cuts, model.text_space)

@@ -126,6 +126,11 @@ class QueryEngine:
 
         if self.model.text_encoder is None:
             raise VQSearchError(f"model {self.model.name!r} has no text side: query with --crop")
+        space = self.model.text_space
+        if space is not None and self.store.video_count() and self.store.text_space != space:
+            raise VQSearchError(f"this index's text tokens were made with {self.store.text_space or 'older label texts'}"
+                                f", this vqsearch asks with {space}: index the videos again into a new --db to "
+                                "query by text (--crop still works)")
         encoder = self.model.text_encoder
         encoded = {"text": encoder.encode([text])[0].astype(np.float32)}
         terms, _ = colour_words(text)

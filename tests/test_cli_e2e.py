@@ -112,6 +112,20 @@ def test_an_index_from_another_model_is_refused(db, tmp_path, videos):
     assert run.returncode == 1 and "built with model 'lite0-conse'" in run.stderr
 
 
+def test_an_index_of_older_label_texts_answers_crops_but_not_text(db, tmp_path, ball_crop):
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "db"
+    shutil.copytree(db, copy)
+    with sqlite3.connect(copy / "index.sqlite") as connection:  # as vqsearch left it before it recorded them
+        connection.execute("DELETE FROM meta WHERE key = 'text_space'")
+    run = vqsearch("query", "--text", "ball", db=copy, check=False)
+    assert run.returncode == 1 and len(run.stderr.strip().splitlines()) == 1
+    assert "older label texts" in run.stderr and "new --db" in run.stderr
+    assert Path(query(copy, "--crop", str(ball_crop), "--no-relocate")["last_seen"]["video"]).name == "02_cups.mp4"
+
+
 def test_query_does_not_import_torch(db):
     """A query answers from OpenVINO and FAISS alone: torch would add seconds to every call."""
     code = ("import sys; from vqsearch.cli import app\n"

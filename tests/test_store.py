@@ -83,6 +83,29 @@ def test_one_model_per_index(tmp_path, video_files):
     assert _state(Store.open(tmp_path / "db")) == ([("a.mp4", 2)], (2, 2))
 
 
+def test_text_tokens_of_other_label_texts_never_join_an_index(tmp_path, video_files):
+    store = Store.open(tmp_path / "db", create=True)
+    first = _indexed(video_files[0], 3, 0)
+    first.text_space = "labels-v3"
+    store.add_video("m", "a.mp4", first)
+    assert store.text_space == "labels-v3"
+    other = _indexed(video_files[1], 2, 1)
+    other.text_space = "labels-v4"
+    before = _state(store)
+    with pytest.raises(VQSearchError, match="made with labels-v3, and this vqsearch makes them with labels-v4"):
+        store.add_video("m", "b.mp4", other)
+    assert _state(store) == before
+    legacy = Store.open(tmp_path / "legacy", create=True)  # text tokens written before they were recorded
+    legacy.add_video("m", "a.mp4", _indexed(video_files[0], 3, 0))
+    assert legacy.text_space is None
+    with pytest.raises(VQSearchError, match="older label texts"):
+        legacy.add_video("m", "b.mp4", other)
+    crops_only = Store.open(tmp_path / "visual", create=True)  # no text tokens yet: any label texts may come
+    crops_only.add_video("m", "a.mp4", _indexed(video_files[0], 3, 0, text=False))
+    crops_only.add_video("m", "b.mp4", other)
+    assert crops_only.text_space == "labels-v4"
+
+
 def test_failed_write_leaves_previous_index_whole(tmp_path, video_files, monkeypatch):
     store = Store.open(tmp_path / "db", create=True)
     store.add_video("m", "a.mp4", _indexed(video_files[0], 3, 0))

@@ -56,7 +56,8 @@ def _store(tmp_path: Path, tracks: list[tuple[int, int, np.ndarray, str]], thres
                           np.stack([_colour(t[3]) for t in tracks]), 0.1)
     store = Store.open(tmp_path / "db", create=True)
     store.add_video("words", str(video), result)
-    model = SimpleNamespace(config=ModelConfig(name="words", text_threshold=threshold), text_encoder=Words(), name="words")
+    model = SimpleNamespace(config=ModelConfig(name="words", text_threshold=threshold), text_encoder=Words(), name="words",
+                            text_space=None)
     return QueryEngine(store, model)
 
 

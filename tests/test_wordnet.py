@@ -38,7 +38,7 @@ def test_lemmas_and_head_nouns():
 def test_imagenet_classes_gather_under_general_words(nouns):
     from vqsearch.models.conse import imagenet_labels, imagenet_synsets
 
-    table = nouns.vocabulary(imagenet_synsets())
+    table, _ = nouns.vocabulary(imagenet_synsets())
     labels = imagenet_labels()
     dogs = {labels[i] for i in table["dog"]}
     assert len(dogs) > 100 and {"golden retriever", "Chihuahua", "pug"} <= dogs
@@ -53,12 +53,15 @@ def test_imagenet_classes_gather_under_general_words(nouns):
 def test_coco_labels_join_the_hierarchy(nouns):
     from vqsearch.models.conse import label_names, label_synsets
 
-    table = nouns.vocabulary(label_synsets())
+    table, specific = nouns.vocabulary(label_synsets())
     names = label_names()
     person = names.index("person", 1000)
     for word in ("person", "woman", "man", "child", "dancer", "hiker", "surfer", "rider", "skater"):
         assert person in table[word] and len(table[word]) <= 4, word  # COCO's person (ImageNet: groom, diver..)
     assert table["girl"] == table["skater"] == [person]  # no label below them: the one above
+    # more specific than their labels: the words that take the labels above them, and only those
+    assert {"girl", "skater", "surfer", "dancer", "puppy"} <= set(specific)
+    assert not {"person", "dog", "cup", "kettle", "vehicle"} & set(specific)  # below, or the nearest rule
     assert names.index("dog", 1000) in table["dog"] and len(table["dog"]) > 100
     assert {names[i] for i in table["cup"]} >= {"cup"}
 
@@ -69,7 +72,7 @@ def test_queries_are_embedded_in_label_space(nouns):
 
     queries = LabelSpaceQueries(MiniLMTextEncoder())
     dog, plain = queries.encode(["dog", "blorf"])
-    below = nouns.vocabulary(label_synsets())["dog"]
+    below = nouns.vocabulary(label_synsets())[0]["dog"]
     head = queries.labels[below].mean(0)  # 118 breeds and COCO's dog
     w = queries.HEAD_WEIGHT
     mixed = w * head / np.linalg.norm(head) + (1 - w) * queries.text.encode(["dog"])[0]
@@ -77,3 +80,47 @@ def test_queries_are_embedded_in_label_space(nouns):
     assert np.allclose(plain, queries.text.encode(["blorf"])[0], atol=1e-6)
     assert queries.classes("two small dogs") == below
     assert queries.context("dog") is None and queries.context("kite surfer") is not None
+
+
+def test_a_word_more_specific_than_its_labels_leaves_its_phrase_more_say(nouns):
+    from vqsearch.models.conse import LabelSpaceQueries, label_synsets
+    from vqsearch.models.minilm import MiniLMTextEncoder
+
+    queries = LabelSpaceQueries(MiniLMTextEncoder())
+    person = nouns.vocabulary(label_synsets())[0]["dancer"]
+    head = queries.labels[person].mean(0)
+    w = queries.SPECIFIC_HEAD_WEIGHT
+    assert w < queries.HEAD_WEIGHT
+    mixed = w * head / np.linalg.norm(head) + (1 - w) * queries.text.encode(["dancer"])[0]
+    assert np.allclose(queries.encode(["dancer"])[0], mixed / np.linalg.norm(mixed), atol=1e-5)
+
+
+def test_a_person_word_implies_what_is_seen_beside_the_person(nouns):
+    from vqsearch.models.conse import LabelSpaceQueries, label_names
+    from vqsearch.models.minilm import MiniLMTextEncoder
+
+    queries = LabelSpaceQueries(MiniLMTextEncoder())
+    names = label_names()
+
+    def implied(query: str) -> set[str]:
+        found = queries.implied(query)
+        return {names[int(np.argmax(queries.labels @ token))] for token in found}
+
+    assert "surfboard" in implied("surfer")
+    assert "motor scooter" in implied("scooter rider")
+    assert "tennis racket" in implied("tennis player")
+    assert "person" not in implied("woman") | implied("surfer")  # people are the head, never its context
+    assert queries.context("surfer") is not None  # a person word with an implied object
+    assert queries.context("woman") is None  # nothing implied near enough
+    assert queries.context("dog") is None  # not a person word: its nearest labels are other dogs, not context
+
+
+def test_imagenet_labels_are_embedded_with_their_meaning():
+    from vqsearch.models.conse import imagenet_labels, label_names, label_texts
+
+    texts = label_texts()
+    assert len(texts) == len(label_names())
+    names = imagenet_labels()
+    assert "hawks" in texts[names.index("kite")]  # ImageNet's kite is a bird, COCO's a toy
+    assert texts[names.index("pot")].startswith("pot, flowerpot: ")  # a kettle's pot is not a flowerpot
+    assert texts[-1] == label_names()[-1]  # COCO's names stay

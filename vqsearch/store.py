@@ -408,9 +408,25 @@ class Store:
         with Session(self.engine) as session:
             return self._meta(session).get("schema")
 
+    @property
+    def text_space(self) -> str | None:
+        """What the stored text tokens are made of (`SearchModel.text_space`); None: not recorded
+        (no text tokens, or written before vqsearch recorded it)."""
+        with Session(self.engine) as session:
+            return self._meta(session).get("text_space")
+
     def check_model(self, name: str) -> None:
         """Refuse to mix models in one index."""
         self._refuse_other_model(self.model_name, name)
+
+    def _refuse_other_text_space(self, meta: dict[str, str], space: str, *others: str) -> None:
+        """Refuse text tokens made of other label texts than the stored ones: their similarities
+        would not compare."""
+        stored = meta.get("text_space")
+        if others or ("text" in committed_kinds(meta, self.root) and stored != space):
+            raise VQSearchError(
+                f"the index at {self.name} holds text tokens made with {stored or 'older label texts'}, and this "
+                f"vqsearch makes them with {space}: index into a new --db, or remove its videos and index them again")
 
     def _refuse_other_model(self, built: str | None, name: str) -> None:
         if built is not None and built != name:
@@ -660,8 +676,13 @@ class Store:
         """Store indexed videos (path as given, result) in one atomic write, each replacing an
         earlier index of the same file: one generation switch for the batch (`index --ray`)."""
         with self._write() as session:
-            self._refuse_other_model(self._meta(session).get("model"), model_name)
+            meta = self._meta(session)
+            self._refuse_other_model(meta.get("model"), model_name)
             session.merge(Meta(key="model", value=model_name))
+            spaces = {result.text_space for _, result in videos if result.text is not None} - {None}
+            if spaces:
+                self._refuse_other_text_space(meta, *spaces)
+                session.merge(Meta(key="text_space", value=spaces.pop()))
             self._vectors = None  # another process may have written since we read
             result = videos[0][1]
             dims = {"visual": result.visual.shape[1], "colour": result.colour.shape[1]}

@@ -85,6 +85,8 @@ class SearchModel:
     text_encoder: TextEncoder | None
     build_region_encoder: Callable[[], RegionEncoder]
     build_detector: Callable[[], Detector] | None = None
+    text_space: str | None = None  # what the text tokens are made of, when it can change under one
+                                   # model name (the embedded model's label texts); None: the name says
 
     @cached_property
     def region_encoder(self) -> RegionEncoder:

@@ -12,7 +12,7 @@ them would carry.
 from __future__ import annotations
 
 import importlib.util
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +20,10 @@ import numpy as np
 from vqsearch.models import runtime
 from vqsearch.models.base import TextEncoder
 
-_LABELS_VERSION = "imagenet-coco-names-v2"
-_VOCABULARY_VERSION = "above-else-climb-4-60"  # Nouns.vocabulary's rule
+_LABELS_VERSION = "imagenet-definitions-coco-names-v3"
+_VOCABULARY_VERSION = "above-else-climb-4-60-specific"  # Nouns.vocabulary's rule
 LABEL_SPACE = "all-MiniLM-L6-v2"  # the text encoder whose label embeddings make the tokens
+TEXT_SPACE = f"{LABEL_SPACE}/{_LABELS_VERSION}"  # recorded by an index: its text tokens and queries must share it
 
 
 def imagenet_labels() -> list[str]:
@@ -46,11 +47,34 @@ def label_synsets() -> list[int | None]:
 
 
 def label_embeddings(text_encoder: TextEncoder, fingerprint: str) -> np.ndarray:
-    """Text embeddings of the label names, computed once and cached."""
+    """Text embeddings of the labels (`label_texts`), computed once and cached."""
     def write(path: Path) -> None:
-        np.save(path, text_encoder.encode(label_names()).astype(np.float32))
+        np.save(path, text_encoder.encode(label_texts()).astype(np.float32))
 
     return np.load(runtime.cached("labels", fingerprint + _LABELS_VERSION, ".npy", write))
+
+
+def label_texts() -> list[str]:
+    """What each label is embedded from: an ImageNet class as its WordNet synonyms and definition,
+    a COCO class as its name. Why: ImageNet's short names are ambiguous ("pot" is a flowerpot, "kite"
+    a hawk, two classes are "crane") and a kettle query matched a flowerpot by name alone."""
+    lemmas, definitions = _timm_table("imagenet_synset_to_lemma.txt"), _timm_table("imagenet_synset_to_definition.txt")
+    imagenet = [f"{lemmas[wnid]}: {definitions[wnid]}" for wnid in _timm_info("imagenet_synsets.txt").split()]
+    return imagenet + label_names()[len(imagenet):]
+
+
+def _timm_info(name: str) -> str:
+    """A data file timm ships about ImageNet's WordNet classes (read without importing timm, which
+    would import torch into every query)."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("timm is not installed: it carries ImageNet's WordNet ids")
+    return (Path(spec.origin).parent / "data" / "_info" / name).read_text(encoding="utf-8")
+
+
+def _timm_table(name: str) -> dict[str, str]:
+    """{WordNet id: text} from one of timm's tab-separated ImageNet files."""
+    return dict(line.split("\t", 1) for line in _timm_info(name).splitlines() if "\t" in line)
 
 
 class ConSE:
@@ -74,13 +98,8 @@ class ConSE:
 
 
 def imagenet_synsets() -> list[int]:
-    """WordNet noun offsets of the 1000 ImageNet classes, in class order, from timm's data file
-    (read without importing timm, which would import torch into every query)."""
-    spec = importlib.util.find_spec("timm")
-    if spec is None or spec.origin is None:
-        raise RuntimeError("timm is not installed: it carries ImageNet's WordNet ids")
-    lines = (Path(spec.origin).parent / "data" / "_info" / "imagenet_synsets.txt").read_text().split()
-    return [int(wnid[1:]) for wnid in lines]
+    """WordNet noun offsets of the 1000 ImageNet classes, in class order (timm's data file)."""
+    return [int(wnid[1:]) for wnid in _timm_info("imagenet_synsets.txt").split()]
 
 
 class LabelSpaceQueries:
@@ -95,6 +114,9 @@ class LabelSpaceQueries:
     """
 
     HEAD_WEIGHT = 0.75  # the head's share of the query token; the phrase keeps its modifiers' say
+    SPECIFIC_HEAD_WEIGHT = 0.5  # a head more specific than its labels ("dancer": person) leaves the phrase more say
+    IMPLIED_SIMILARITY = 0.5    # a person word implies the labels at least this near its phrase ...
+    IMPLIED_WITHIN = 0.1        # ... and within this of the nearest
 
     def __init__(self, text: TextEncoder) -> None:
         self.text = text
@@ -106,56 +128,98 @@ class LabelSpaceQueries:
         return label_embeddings(self.text, LABEL_SPACE)
 
     @cached_property
-    def vocabulary(self) -> tuple[dict[str, list[int]], dict[str, str]]:
-        """({lemma: label indices it stands for (`Nouns.vocabulary`)}, {irregular plural: lemma})."""
+    def _table(self) -> dict:
+        """The WordNet table (`Nouns.vocabulary`), built once and cached: "classes" {lemma: label
+        indices it stands for}, "specific" [lemmas more specific than their labels], "exceptions"
+        {irregular plural: lemma}; empty without WordNet."""
         import json
 
         from vqsearch.models.wordnet import Nouns, wordnet_dir
 
         root = wordnet_dir()
         if root is None:
-            return {}, {}
+            return {"classes": {}, "specific": [], "exceptions": {}}
         def write(path: Path) -> None:
             nouns = Nouns(root)
-            path.write_text(json.dumps({"classes": nouns.vocabulary(label_synsets()), "exceptions": nouns.exceptions}))
+            classes, specific = nouns.vocabulary(label_synsets())
+            path.write_text(json.dumps({"classes": classes, "specific": specific, "exceptions": nouns.exceptions}))
 
         stamp = runtime.stamp(root / "data.noun", root / "index.noun")
         path = runtime.cached("wordnet-labels", stamp + _LABELS_VERSION + _VOCABULARY_VERSION, ".json", write)
-        table = json.loads(path.read_text())
-        return table["classes"], table["exceptions"]
+        return json.loads(path.read_text())
 
-    def classes(self, query: str) -> list[int]:
-        """Labels the query's head noun stands for in WordNet (none: no head noun)."""
+    @property
+    def vocabulary(self) -> tuple[dict[str, list[int]], dict[str, str]]:
+        """({lemma: label indices it stands for}, {irregular plural: lemma})."""
+        return self._table["classes"], self._table["exceptions"]
+
+    @cached_property
+    def specific(self) -> frozenset[str]:
+        """Lemmas more specific than any label: their labels are the kind above them ("surfer": person)."""
+        return frozenset(self._table["specific"])
+
+    @cached_property
+    def people(self) -> frozenset[int]:
+        """The labels of people (COCO's person, ImageNet's groom, scuba diver, ballplayer)."""
+        return frozenset(self._table["classes"].get("person", ()))
+
+    def head(self, query: str) -> str | None:
+        """The query's head noun (`vqsearch.models.wordnet.parse_phrase`) as a WordNet lemma."""
         from vqsearch.models.wordnet import head_noun
 
         classes, exceptions = self.vocabulary
-        head = head_noun(query, classes, exceptions)
-        return classes[head] if head is not None else []
+        return head_noun(query, classes, exceptions)
+
+    def classes(self, query: str) -> list[int]:
+        """Labels the query's head noun stands for in WordNet (none: no head noun)."""
+        head = self.head(query)
+        return self.vocabulary[0][head] if head is not None else []
 
     def context(self, query: str) -> np.ndarray | None:
-        """The token of what the query says is around its head ("kite surfer": a kite; "children on
-        a bed": a bed), the mean of those nouns' heads; None when it names nothing else."""
+        """The token of what the query says is around its head, the mean of: the heads of the other
+        nouns it names ("kite surfer": a kite; "children on a bed": a bed) and, for a person word
+        more specific than "person", the labels that word implies (`implied`); None: neither."""
         from vqsearch.colours import SYNONYMS
         from vqsearch.models.wordnet import parse_phrase
 
         classes, exceptions = self.vocabulary
-        _, others = parse_phrase(query, classes, exceptions)
-        heads = [self._head(classes[noun]) for noun in others if noun not in SYNONYMS]
-        if not heads:
+        head, others = parse_phrase(query, classes, exceptions)
+        tokens = [self._head(classes[noun]) for noun in others if noun not in SYNONYMS]
+        if head in self.specific and set(classes[head]) <= self.people:
+            tokens += list(self.implied(query))
+        if not tokens:
             return None
-        mean = np.mean(heads, axis=0)
+        mean = np.mean(tokens, axis=0)
         return (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
+
+    def implied(self, query: str) -> np.ndarray:
+        """Label embeddings [n, dim] of what a person word implies beside the person: the labels
+        nearest the whole phrase other than people, at least IMPLIED_SIMILARITY and within
+        IMPLIED_WITHIN of the nearest ("surfer": surfboard; "scooter rider": motor scooter; "dancer",
+        "woman": none). A person word names a person by what they do, and that is seen beside them:
+        every person is labelled a person alike."""
+        similarities = self.labels @ self.phrase(query)
+        similarities[list(self.people)] = -np.inf
+        floor = max(self.IMPLIED_SIMILARITY, float(similarities.max()) - self.IMPLIED_WITHIN)
+        near = self.labels[similarities >= floor]
+        return near / np.linalg.norm(near, axis=1, keepdims=True).clip(1e-8)
 
     def _head(self, below: list[int]) -> np.ndarray:
         """The head's token: the mean embedding of the labels it covers, unit norm."""
         head = self.labels[below].mean(0)
         return head / max(float(np.linalg.norm(head)), 1e-8)
 
+    @lru_cache(maxsize=16)
+    def phrase(self, query: str) -> np.ndarray:
+        """The plain embedding of a whole query (read by `encode` and `implied`: embedded once)."""
+        return self.text.encode([query])[0].astype(np.float32)
+
     def encode(self, texts: list[str]) -> np.ndarray:
-        out = self.text.encode(texts).astype(np.float32)
+        out = np.stack([self.phrase(query) for query in texts]) if texts else np.zeros((0, self.dim), np.float32)
         for row, query in enumerate(texts):
-            below = self.classes(query)
-            if below:
-                mixed = self.HEAD_WEIGHT * self._head(below) + (1 - self.HEAD_WEIGHT) * out[row]
+            head = self.head(query)
+            if head is not None:
+                w = self.SPECIFIC_HEAD_WEIGHT if head in self.specific else self.HEAD_WEIGHT
+                mixed = w * self._head(self.vocabulary[0][head]) + (1 - w) * out[row]
                 out[row] = mixed / max(float(np.linalg.norm(mixed)), 1e-8)
         return out

@@ -42,7 +42,7 @@ CONFIGS: dict[str, ModelConfig] = {
         text_margin_in_video=1.0,
         joint_margin=1.5,
         visual_video_share=0.8,
-        text_video_share=0.8,
+        text_video_share=0.9,
         joint_decides=False,
     ),
     TINY_OPENCLIP: ModelConfig(name=TINY_OPENCLIP, input_long_side=128, crop_long_side=64, **_PAPER,
@@ -51,7 +51,7 @@ CONFIGS: dict[str, ModelConfig] = {
 
 
 def _build_lite0_conse(config: ModelConfig, device: str) -> SearchModel:
-    from vqsearch.models.conse import ConSE, LabelSpaceQueries
+    from vqsearch.models.conse import TEXT_SPACE, ConSE, LabelSpaceQueries
     from vqsearch.models.efficientnet import EfficientNetLite0, imagenet_classifier
     from vqsearch.models.minilm import MiniLMTextEncoder
 
@@ -71,7 +71,7 @@ def _build_lite0_conse(config: ModelConfig, device: str) -> SearchModel:
         coco = len(CocoDetector.labels)
         return CocoDetector(embeddings=text.labels[-coco:], beside=text.labels[:-coco])
 
-    return SearchModel(config, backbone, text, region_encoder, detector)
+    return SearchModel(config, backbone, text, region_encoder, detector, text_space=TEXT_SPACE)
 
 
 def _openclip_parts(name: str) -> tuple[str, str | None]:

@@ -67,14 +67,17 @@ class Nouns:
                     todo.append(parent)
         return seen
 
-    def vocabulary(self, classes: list[int | None], climb: int = 4, broadest: int = 60) -> dict[str, list[int]]:
-        """Every noun lemma with the indices of the `classes` (synset offsets) it stands for.
+    def vocabulary(self, classes: list[int | None], climb: int = 4, broadest: int = 60
+                   ) -> tuple[dict[str, list[int]], list[str]]:
+        """Every noun lemma with the indices of the `classes` (synset offsets) it stands for, and
+        the lemmas more specific than any class (those that stand for classes above them).
 
         A lemma stands for the classes at or below its synsets ("dog": 118 breeds). One with none
         below it stands for the classes above its first (most frequent) sense ("girl", "skater"
-        are persons), or, with none above either, for those below that sense's nearest hypernyms
-        that have some, climbing at most `climb` levels ("kettle" -> pot -> teapot, coffeepot),
-        unless they are more than `broadest` (so general a word says nothing of the object).
+        are persons: more specific than their labels), or, with none above either, for those
+        below that sense's nearest hypernyms that have some, climbing at most `climb` levels
+        ("kettle" -> pot -> teapot, coffeepot), unless they are more than `broadest` (so general a
+        word says nothing of the object).
         """
         below: dict[int, set[int]] = {}
         labelled: dict[int, int] = {}
@@ -85,14 +88,18 @@ class Nouns:
             for above in self.ancestors(offset):
                 below.setdefault(above, set()).add(index)
         words: dict[str, list[int]] = {}
+        specific: list[str] = []
         for lemma, senses in self.senses.items():
             found = set().union(*(below.get(sense, ()) for sense in senses))
             if not found:
-                found = ({labelled[o] for o in self.ancestors(senses[0]) if o in labelled}
-                         or self._nearest(senses[0], below, climb, broadest))
+                found = {labelled[o] for o in self.ancestors(senses[0]) if o in labelled}
+                if found:
+                    specific.append(lemma)
+                else:
+                    found = self._nearest(senses[0], below, climb, broadest)
             if found:
                 words[lemma] = sorted(found)
-        return words
+        return words, specific
 
     def _nearest(self, sense: int, below: dict[int, set[int]], climb: int, broadest: int) -> set[int]:
         """Classes below the nearest hypernyms of a synset that have some (at most `climb` up)."""
