@@ -175,7 +175,9 @@ def test_whole_videos_as_tasks_give_exactly_the_tracks_of_vqsearch_index(cluster
 @pytest.mark.slow
 def test_segments_stitched_answer_as_the_single_pass(cluster, sample_db, videos, tmp_path, capsys, ball_crop):
     """Segments of 4 s (3, 3 and 2 per video): the same sampled frames, nearly as many tracks, and the
-    same last sightings, in overlapping windows, of the ball by its crop and of a mug and a quilt by name."""
+    same last sightings, in overlapping windows, of the ball by its crop and of a kettle and a quilt by name
+    (not the mug: in view the whole video, its tracks score at the occurrence floor, and which of them
+    passes it depends on where the segments cut)."""
     db = tmp_path / "db"
     summary = index_here(capsys, *(str(videos / name) for name in NAMES), "--db", str(db), "--segment-seconds", "4")
     plain, stitched = _content(sample_db), _content(db)
@@ -185,7 +187,7 @@ def test_segments_stitched_answer_as_the_single_pass(cluster, sample_db, videos,
         assert covered[0] == covered[1]
         assert abs(len(stitched[name]) - len(plain[name])) <= 0.1 * len(plain[name])
     assert sorted(v["frames_sampled"] for v in summary["videos"]) == [34, 48, 51]
-    for query in (["--crop", str(ball_crop)], ["--text", "coffee mug"], ["--text", "quilt"]):
+    for query in (["--crop", str(ball_crop)], ["--text", "kettle"], ["--text", "quilt"]):
         one, other = _answer(sample_db, *query), _answer(db, *query)
         assert one["video"] == other["video"], query
         assert max(one["start_frame"], other["start_frame"]) <= min(one["end_frame"], other["end_frame"]), query
