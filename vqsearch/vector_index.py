@@ -13,9 +13,12 @@ or SQ4 0.5-0.8; PQ's scores are too coarse for the near-ties of an object seen o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+
+from vqsearch.list_file import GrowingLists
 
 COMPRESS_FROM = 50_000  # tracks: from here on a kind is stored compressed
 NPROBE = 64  # lists a nearest-neighbour search probes: recall@10 0.93 at 16, 0.95 at 32, 0.96 at 64 (100k tracks)
@@ -31,7 +34,8 @@ def _faiss():
 
 
 def is_compressed(index) -> bool:
-    return isinstance(index, _faiss().IndexIVF)
+    """A compressed index, or one being written (`GrowingLists`)."""
+    return isinstance(index, (_faiss().IndexIVF, GrowingLists))
 
 
 def list_count(tracks: int) -> int:
@@ -54,20 +58,21 @@ def trained_index(sample: np.ndarray, tracks: int):
     return index
 
 
-def compressed_copy(flat, seed: int = 0):
-    """The compressed form of a flat ID-mapped index, trained on a random sample of its vectors."""
+def compressed_copy(flat, spill: Path, seed: int = 0) -> GrowingLists:
+    """The compressed form of a flat ID-mapped index, trained on a random sample of its vectors, to
+    be written (its vectors spilled to `spill`)."""
     ids = stored_ids(flat)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(flat.ntotal, min(flat.ntotal, training_size(flat.ntotal)), replace=False))
-    index = trained_index(flat.index.reconstruct_batch(sample), flat.ntotal)
+    index = GrowingLists(trained_index(flat.index.reconstruct_batch(sample), flat.ntotal), spill)
     for part in chunks(flat.ntotal, 65536):
         index.add_with_ids(flat.index.reconstruct_n(part.start, part.stop - part.start), ids[part])
     return index
 
 
-def stored_form(flat):
+def stored_form(flat, spill: Path):
     """A flat ID-mapped index as the store keeps it: itself below COMPRESS_FROM vectors, else compressed."""
-    return compressed_copy(flat) if flat.ntotal >= COMPRESS_FROM else flat
+    return compressed_copy(flat, spill) if flat.ntotal >= COMPRESS_FROM else flat
 
 
 def stored_ids(index) -> np.ndarray:
@@ -115,23 +120,45 @@ def scores_of(index, query: np.ndarray, ids: np.ndarray) -> dict[int, float]:
     return dict(zip(found.tolist(), sims.tolist()))
 
 
-def within(index, query: np.ndarray, radius: float, base_rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, similarities) of every track at `radius` or more from `query` in a compressed index:
-    no cap on how many.
+def within(index, query: np.ndarray, radius: float, base_rate: float,
+           block: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, similarities) of every track at `radius` or more from `query` in a compressed index
+    (with `block`, of the ids first..last only): no cap on how many.
 
     They are found in the lists nearest the query, probing twice as many lists
     while the lists last added still hold them more densely than twice `base_rate` (the share of
     all tracks at `radius` or more, from the background sample): an object seen ten thousand times
     fills the lists around it, and the deepening stops where its lists give way to lists that
-    hold only the chance matches every list holds."""
-    nprobe, found, probed = RANGE_NPROBE, 0, 0
+    hold only the chance matches every list holds. Each list is searched once. A block is read as
+    a stretch of each list: the lists hold their ids in ascending order (`GrowingLists` writes them so)."""
+    faiss = _faiss()
+    selector = None if block is None else faiss.IDSelectorRange(block[0], block[1] + 1, True)
+    coarse, lists = index.quantizer.search(query[None], index.nlist)  # every list, nearest first
+    query = np.ascontiguousarray(query[None], dtype=np.float32)
+    found: list[tuple[np.ndarray, np.ndarray]] = []
+    start, stop = 0, RANGE_NPROBE
     while True:
-        _, sims, ids = index.range_search(query[None], radius, params=_ivf_params(index, nprobe))
-        _, lists = index.quantizer.search(query[None], min(nprobe, index.nlist))
-        size = sum(index.invlists.list_size(int(number)) for number in lists[0] if number >= 0)
-        if nprobe >= index.nlist or len(ids) - found <= 2 * base_rate * (size - probed):
-            return ids, sims
-        nprobe, found, probed = 2 * nprobe, len(ids), size
+        new = np.ascontiguousarray(lists[:, start:stop])
+        result = faiss.RangeSearchResult(1)
+        index.range_search_preassigned_c(
+            1, faiss.swig_ptr(query), radius, faiss.swig_ptr(new),
+            faiss.swig_ptr(np.ascontiguousarray(coarse[:, start:stop])), result, False,
+            _ivf_params(index, new.shape[1], selector))
+        count = int(faiss.rev_swig_ptr(result.lims, 2)[1])
+        found.append((faiss.rev_swig_ptr(result.labels, count).copy(), faiss.rev_swig_ptr(result.distances, count).copy()))
+        size = sum(_held(index, int(number), block) for number in new[0] if number >= 0)
+        if stop >= index.nlist or count <= 2 * base_rate * size:
+            return np.concatenate([ids for ids, _ in found]), np.concatenate([sims for _, sims in found])
+        start, stop = stop, 2 * stop
+
+
+def _held(index, number: int, block: tuple[int, int] | None) -> int:
+    """How many tracks a list holds (of the block's ids only: a binary search of its sorted ids)."""
+    size = index.invlists.list_size(number)
+    if block is None or not size:
+        return size
+    ids = _faiss().rev_swig_ptr(index.invlists.get_ids(number), size)
+    return int(np.searchsorted(ids, block[1], side="right") - np.searchsorted(ids, block[0]))
 
 
 def nearest(index, query: np.ndarray, k: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
