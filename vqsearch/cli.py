@@ -439,6 +439,8 @@ def bench_scale(
     compress_from: Optional[int] = typer.Option(None, "--compress-from", help="Tracks from which the vectors are "
                                                 "stored compressed [default: the store's own threshold]."),
     warm: int = typer.Option(200, "--warm-queries", help="Warm queries timed per kind of query."),
+    again: bool = typer.Option(False, "--again", help="Measure the store an earlier run built at --db again "
+                               "(from the exact answers it kept beside it), without building."),
     as_json: bool = JsonOption,
 ) -> None:
     """Build a store of synthetic tracks drawn around real ones and measure it: disk, build time, a
@@ -447,7 +449,7 @@ def bench_scale(
     from queries.scale.bench import run_scale
     from vqsearch.vector_index import COMPRESS_FROM
 
-    figures = run_scale(db, tracks, _db(real), crop, text, planted, compress_from or COMPRESS_FROM, warm)
+    figures = run_scale(db, tracks, _db(real), crop, text, planted, compress_from or COMPRESS_FROM, warm, again)
     if as_json:
         typer.echo(json.dumps(figures))
         return
