@@ -130,9 +130,11 @@ def within(index, query: np.ndarray, radius: float, base_rate: float,
     all tracks at `radius` or more, from the background sample): an object seen ten thousand times
     fills the lists around it, and the deepening stops where its lists give way to lists that
     hold only the chance matches every list holds. Each list is searched once. A block is read as
-    a stretch of each list: the lists hold their ids in ascending order (`GrowingLists` writes them so)."""
+    a stretch of each list (the lists hold their ids in ascending order: `GrowingLists` writes them
+    so), and its share of a list is taken to be its share of the store."""
     faiss = _faiss()
     selector = None if block is None else faiss.IDSelectorRange(block[0], block[1] + 1, True)
+    share = 1.0 if block is None else (block[1] - block[0] + 1) / max(index.ntotal, 1)
     coarse, lists = index.quantizer.search(query[None], index.nlist)  # every list, nearest first
     query = np.ascontiguousarray(query[None], dtype=np.float32)
     found: list[tuple[np.ndarray, np.ndarray]] = []
@@ -146,19 +148,10 @@ def within(index, query: np.ndarray, radius: float, base_rate: float,
             _ivf_params(index, new.shape[1], selector))
         count = int(faiss.rev_swig_ptr(result.lims, 2)[1])
         found.append((faiss.rev_swig_ptr(result.labels, count).copy(), faiss.rev_swig_ptr(result.distances, count).copy()))
-        size = sum(_held(index, int(number), block) for number in new[0] if number >= 0)
+        size = share * sum(index.invlists.list_size(int(number)) for number in new[0] if number >= 0)
         if stop >= index.nlist or count <= 2 * base_rate * size:
             return np.concatenate([ids for ids, _ in found]), np.concatenate([sims for _, sims in found])
         start, stop = stop, 2 * stop
-
-
-def _held(index, number: int, block: tuple[int, int] | None) -> int:
-    """How many tracks a list holds (of the block's ids only: a binary search of its sorted ids)."""
-    size = index.invlists.list_size(number)
-    if block is None or not size:
-        return size
-    ids = _faiss().rev_swig_ptr(index.invlists.get_ids(number), size)
-    return int(np.searchsorted(ids, block[1], side="right") - np.searchsorted(ids, block[0]))
 
 
 def nearest(index, query: np.ndarray, k: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
