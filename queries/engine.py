@@ -23,17 +23,21 @@ How tracks are searched (`vqsearch.vector_index`). A small store (flat vectors),
 restricted to some tracks (`--video`, VQ2D's query frame), scores every searched track: the rule is
 exact. A compressed store (from `COMPRESS_FROM` tracks) cannot: its background (median and spread)
 is that of its fixed random sample of tracks (`background_tracks`, ~4096, scored with the same rule,
-colours and context included), and its occurrences are found without a cap by range search at the
-lowest score an occurrence can have in the lists around the query, as deep as they hold matches more
-densely than the background does (`within`): chance passes of the margin rule in lists far from the
-query are not searched. A track's score is its similarity, or the product of both, times weights of
-at most 1 (colour, context), so an occurrence's similarity is at least the floor; with context,
-whose weights divide every score by at most 2, at least max(threshold, statistical floor / 2). With
-both a text and a crop, a product passes only if each factor passes the floor (the other is at most
-1: unit vectors): the visual matches at the floor are found by range search and their text
-similarities read from the text index. Results below the occurrences are the best of the 512 nearest
-tracks. "Last seen" among any number of occurrences reads the videos' rows and the chosen video's
-tracks only (`Store.latest_track`).
+colours and context included), and only what the answer needs is searched, so the cost follows
+the likely videos' tracks and one video's, never every match. The answer needs three things: the
+best occurrence (from the 512 nearest tracks, the shortlist, which also give the results and,
+with context, the tracks weighed by it); which videos are likely, i.e. hold a track at the video
+share of the best or more (range search at that score, in the lists around the query, as deep as
+they hold such tracks more densely than the background does: `within`); and every occurrence of
+the latest likely video, whose tracks are one block of ids (range search at the lowest score an
+occurrence can have, reading that block's stretch of each list). A track's score is its
+similarity, or the product of both, times weights of at most 1 (colour, context), so a track at
+some score has a similarity at least that score: the range searches use the scores as radii.
+Occurrences of the other videos, however many, are not looked for: they cannot be the last. With
+both a text and a crop, the crop decides (above) and the product ranks the shortlist and the last
+occurrence, their text similarities decoded from the text index; when the product decides, every
+track found has its text similarity decoded. "Last seen" reads the videos' rows and the chosen
+video's occurrences only (`Store.latest_track`).
 """
 
 from __future__ import annotations
@@ -202,8 +206,9 @@ class QueryEngine:
         lead = "visual" if "visual" in queries else "text"  # with both, the visual matches are the fewer
         index, query = indexes[lead], queries[lead]
         sample = self.store.background([*queries, *(["colour"] if colour is not None else [])])
-        leading = sample[lead] @ query
-        background = np.prod([np.maximum(sample[kind] @ q, 0.0) for kind, q in queries.items()], axis=0)
+        similarities = {kind: sample[kind] @ q for kind, q in queries.items()}
+        leading = similarities[lead]
+        background = np.prod([np.maximum(values, 0.0) for values in similarities.values()], axis=0)
         if colour is not None:
             background *= _colour_weights(sample["colour"], colour)
         near, near_sims = nearest(index, query, SHORTLIST)

@@ -109,7 +109,8 @@ class GrowingLists:
         sizes = np.zeros(self.nlist, np.uint64)
         with open(path, "wb") as out:
             out.write(header(self.base, self.ntotal))
-            out.write(b"ilar" + struct.pack("<QQ", self.nlist, self.code_size) + b"full" + struct.pack("<Q", self.nlist))
+            out.write(b"ilar" + struct.pack("<QQ", self.nlist, self.code_size))
+            out.write(b"full" + struct.pack("<Q", self.nlist))
             at = out.tell()
             out.write(sizes.tobytes())  # filled in at the end
             for bucket in range(BUCKETS):

@@ -147,7 +147,8 @@ def within(index, query: np.ndarray, radius: float, base_rate: float,
             faiss.swig_ptr(np.ascontiguousarray(coarse[:, start:stop])), result, False,
             _ivf_params(index, new.shape[1], selector))
         count = int(faiss.rev_swig_ptr(result.lims, 2)[1])
-        found.append((faiss.rev_swig_ptr(result.labels, count).copy(), faiss.rev_swig_ptr(result.distances, count).copy()))
+        found.append((faiss.rev_swig_ptr(result.labels, count).copy(),
+                      faiss.rev_swig_ptr(result.distances, count).copy()))
         size = share * sum(index.invlists.list_size(int(number)) for number in new[0] if number >= 0)
         if stop >= index.nlist or count <= 2 * base_rate * size:
             return np.concatenate([ids for ids, _ in found]), np.concatenate([sims for _, sims in found])

@@ -78,7 +78,8 @@ class Exact:
             raise VQSearchError(f"no {path.name} beside the store: build it with `vqsearch bench scale` first")
         with np.load(path) as saved:
             kinds = [key[len("token_"):] for key in saved.files if key.startswith("token_")]
-            exact = cls({kind: saved[f"token_{kind}"] for kind in kinds}, {kind: saved[f"planted_{kind}"] for kind in kinds},
+            exact = cls({kind: saved[f"token_{kind}"] for kind in kinds},
+                        {kind: saved[f"planted_{kind}"] for kind in kinds},
                         {kind: saved[f"recall_{kind}"] for kind in kinds},
                         {kind: (saved[f"top_sims_{kind}"], saved[f"top_numbers_{kind}"]) for kind in kinds},
                         [saved["video"]], [saved["end"]])
