@@ -54,7 +54,8 @@ from vqsearch.colours import colour_evidence
 from vqsearch.errors import VQSearchError
 from vqsearch.models.base import SearchModel
 from vqsearch.store import Store
-from vqsearch.vector_index import is_compressed, nearest, scores_of, vectors_of, within
+from vqsearch.list_walk import Walk
+from vqsearch.vector_index import is_compressed, nearest, scores_of, vectors_of
 
 SHORTLIST = 512  # a compressed store's nearest tracks scored besides the occurrences, for the results
 COLOUR_FLOOR = 0.5  # a track without the asked colour(s) keeps this much of its score: 32 px regions blur colours
@@ -211,7 +212,9 @@ class QueryEngine:
         background = np.prod([np.maximum(values, 0.0) for values in similarities.values()], axis=0)
         if colour is not None:
             background *= _colour_weights(sample["colour"], colour)
-        near, near_sims = nearest(index, query, SHORTLIST)
+        walk = Walk(index, query)
+        known = walk.shortlist(SHORTLIST)
+        near, near_sims = known.ids, known.sims
         shortlist = dict(zip(near.tolist(), self._weighed(near, near_sims, lead, queries, colour, indexes).tolist()))
         divisor = (self._weigh_by_context(shortlist, context, indexes["text"], None)
                    if context is not None and shortlist else 1.0)
@@ -221,7 +224,7 @@ class QueryEngine:
         def search(radius: float, block: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
             """(ids, scores) of the tracks at `radius` or more (similarity to the lead query) and
             not in the shortlist: their product and weights, divided as the context divided."""
-            ids, sims = within(index, query, radius, float(np.mean(leading >= radius)), block)
+            ids, sims = walk.within(radius, float(np.mean(leading >= radius)), block, known)
             new = ~np.isin(ids, near)
             return ids[new], self._weighed(ids[new], sims[new], lead, queries, colour, indexes) / divisor
 

@@ -12,6 +12,7 @@ from test_store import _indexed, video_files  # noqa: F401 (a fixture)
 from vqsearch import vector_index
 from vqsearch.errors import VQSearchError
 from vqsearch.list_file import GrowingLists
+from vqsearch.list_walk import Walk
 from vqsearch.store import BulkVideo, Store
 from vqsearch.vector_index import is_compressed
 
@@ -112,18 +113,27 @@ def test_a_list_file_is_faiss_own_layout_with_each_list_in_id_order(tmp_path):
     assert found[0] in (ids[0], 5001) and sims[0] > 0.95  # the same vector, stored twice
 
 
-def test_within_a_block_finds_what_a_range_search_of_every_list_finds_there(tmp_path):
+def test_a_walk_finds_what_a_range_search_of_every_list_finds(tmp_path):
     import faiss
 
     rng = np.random.default_rng(1)
     vectors = _unit(rng.normal(size=(3000, 16)))
-    index = vector_index.trained_index(vectors, 1000)
+    index = vector_index.trained_index(vectors, 1000)  # 64 lists
     index.add_with_ids(vectors, np.arange(1, 3001))
+    index.nprobe = index.nlist
     query = vectors[5]
-    _, sims, ids = index.range_search(query[None], 0.3, params=faiss.SearchParametersIVF(nprobe=index.nlist))
-    assert sorted(vector_index.within(index, query, 0.3, 0.0)[0].tolist()) == sorted(ids.tolist())
-    block = vector_index.within(index, query, 0.3, 0.0, (1001, 2000))[0]
+    _, sims, ids = index.range_search(query[None], 0.3)
+    walk = Walk(index, query)
+    assert sorted(walk.within(0.3, 0.0)[0].tolist()) == sorted(ids.tolist())
+    block = walk.within(0.3, 0.0, (1001, 2000))[0]
     assert sorted(block.tolist()) == sorted(i for i in ids.tolist() if 1001 <= i <= 2000)
+    shortlist = walk.shortlist(512)
+    near, near_sims = vector_index.nearest(index, query, 512)
+    assert shortlist.ids.tolist() == near.tolist() and np.allclose(shortlist.sims, near_sims)
+    radius = float(shortlist.sims[-1]) + 1e-3  # the shortlist holds every track at this radius or more
+    assert shortlist.holds_all_from(radius) and not shortlist.holds_all_from(0.0)
+    taken = walk.within(radius, 0.0, known=shortlist)
+    assert sorted(taken[0].tolist()) == sorted(walk.within(radius, 0.0)[0].tolist())
 
 
 def test_a_compressed_store_is_written_again_list_by_list(grown, video_files):  # noqa: F811

@@ -456,7 +456,8 @@ def bench_scale(
     cold, warm = figures["cold_crop"], figures["warm"]
     typer.echo(f"{tracks} tracks: {figures['disk_mb']} MB on disk, built in {figures['build_s']} s; cold crop query "
                f"{cold['wall_s']} s, {cold['rss_mb']} MB RSS, last seen {'right' if cold['last_seen_correct'] else 'WRONG'}")
-    typer.echo("warm p50/p95 ms: " + ", ".join(f"{name} {w['p50_ms']}/{w['p95_ms']}" for name, w in warm.items()))
+    typer.echo("warm p50/p95 ms (wall; CPU): " + ", ".join(
+        f"{name} {w['p50_ms']}/{w['p95_ms']}; {w['cpu_p50_ms']}/{w['cpu_p95_ms']}" for name, w in warm.items()))
     typer.echo("recall@10: " + ", ".join(f"{kind} {value}" for kind, value in figures["recall_at_10"].items()))
     for name, seen in figures["last_seen"].items():
         typer.echo(f"last seen ({name}): {seen['matching']} matching tracks, "

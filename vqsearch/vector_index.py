@@ -22,7 +22,6 @@ from vqsearch.list_file import GrowingLists
 
 COMPRESS_FROM = 50_000  # tracks: from here on a kind is stored compressed
 NPROBE = 64  # lists a nearest-neighbour search probes: recall@10 0.93 at 16, 0.95 at 32, 0.96 at 64 (100k tracks)
-RANGE_NPROBE = 16  # lists a range search probes first, before it deepens
 TRAIN_PER_LIST = 40  # training vectors per list (FAISS warns below 39)
 ALL = -1e30  # a range-search radius every inner product passes
 
@@ -118,41 +117,6 @@ def scores_of(index, query: np.ndarray, ids: np.ndarray) -> dict[int, float]:
     selector = faiss.IDSelectorBatch(ids)
     _, sims, found = index.range_search(query[None], ALL, params=_ivf_params(index, index.nlist, selector))
     return dict(zip(found.tolist(), sims.tolist()))
-
-
-def within(index, query: np.ndarray, radius: float, base_rate: float,
-           block: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, similarities) of every track at `radius` or more from `query` in a compressed index
-    (with `block`, of the ids first..last only): no cap on how many.
-
-    They are found in the lists nearest the query, probing twice as many lists
-    while the lists last added still hold them more densely than twice `base_rate` (the share of
-    all tracks at `radius` or more, from the background sample): an object seen ten thousand times
-    fills the lists around it, and the deepening stops where its lists give way to lists that
-    hold only the chance matches every list holds. Each list is searched once. A block is read as
-    a stretch of each list (the lists hold their ids in ascending order: `GrowingLists` writes them
-    so), and its share of a list is taken to be its share of the store."""
-    faiss = _faiss()
-    selector = None if block is None else faiss.IDSelectorRange(block[0], block[1] + 1, True)
-    share = 1.0 if block is None else (block[1] - block[0] + 1) / max(index.ntotal, 1)
-    coarse, lists = index.quantizer.search(query[None], index.nlist)  # every list, nearest first
-    query = np.ascontiguousarray(query[None], dtype=np.float32)
-    found: list[tuple[np.ndarray, np.ndarray]] = []
-    start, stop = 0, RANGE_NPROBE
-    while True:
-        new = np.ascontiguousarray(lists[:, start:stop])
-        result = faiss.RangeSearchResult(1)
-        index.range_search_preassigned_c(
-            1, faiss.swig_ptr(query), radius, faiss.swig_ptr(new),
-            faiss.swig_ptr(np.ascontiguousarray(coarse[:, start:stop])), result, False,
-            _ivf_params(index, new.shape[1], selector))
-        count = int(faiss.rev_swig_ptr(result.lims, 2)[1])
-        found.append((faiss.rev_swig_ptr(result.labels, count).copy(),
-                      faiss.rev_swig_ptr(result.distances, count).copy()))
-        size = share * sum(index.invlists.list_size(int(number)) for number in new[0] if number >= 0)
-        if stop >= index.nlist or count <= 2 * base_rate * size:
-            return np.concatenate([ids for ids, _ in found]), np.concatenate([sims for _, sims in found])
-        start, stop = stop, 2 * stop
 
 
 def nearest(index, query: np.ndarray, k: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
