@@ -231,13 +231,13 @@ class QueryEngine:
         ids, scores = near, np.fromiter(shortlist.values(), np.float64, len(shortlist))
         last, seen = None, 0.0
         if len(scores) and scores.max() >= floor:
-            likely = search(max(floor, share * scores.max()))
-            ids, scores = np.concatenate([ids, likely[0]]), np.concatenate([scores, likely[1]])
+            found = search(max(floor, share * scores.max()))  # wherever they are
+            ids, scores = np.concatenate([ids, found[0]]), np.concatenate([scores, found[1]])
             likely = max(floor, share * scores.max())
             block = self.store.latest_block(ids[scores >= likely])
-            more = search(floor, block)
-            ids, first = np.unique(np.concatenate([ids, more[0]]), return_index=True)  # the shortlist's scores first
-            scores = np.concatenate([scores, more[1]])[first]
+            found = search(floor, block)  # every occurrence of the latest likely video
+            ids, first = np.unique(np.concatenate([ids, found[0]]), return_index=True)  # the shortlist's scores first
+            scores = np.concatenate([scores, found[1]])[first]
             last, seen = self._last_likely(ids, scores, floor, likely, block, share)
         if crop_decides:
             return last, self._ranked(ranking, near, near_sims, last, seen, indexes)
