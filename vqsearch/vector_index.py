@@ -5,6 +5,8 @@ scores every track, as vqsearch always did. From `COMPRESS_FROM` on it is an inv
 scalar-quantised vectors (`IVF{nlist},SQ8`, FAISS's index factory, inner product), trained on a
 sample of the stored vectors. Its lists are memory-mapped when read (`faiss.IO_FLAG_MMAP`), so a
 query touches the lists it probes and nothing else; the ids live in the lists (no ID map to load).
+A write never holds the lists in memory: it streams them into the next file (`list_file`), each
+list in id order. Queries walk the lists nearest first (`list_walk`).
 
 Why SQ8: on real track tokens mixed into 200k synthetic ones it kept recall@10 0.99 against exact
 search at 16 probed lists, where PQ160 (8-bit codes, 160 bytes) kept 0.82 and 4-bit PQ fast scan
