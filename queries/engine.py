@@ -212,7 +212,7 @@ class QueryEngine:
         background = np.prod([np.maximum(values, 0.0) for values in similarities.values()], axis=0)
         if colour is not None:
             background *= _colour_weights(sample["colour"], colour)
-        walk = Walk(index, query)
+        walk = Walk(index, query, self.store.lists_in_id_order())
         known = walk.shortlist(SHORTLIST)
         near, near_sims = known.ids, known.sims
         shortlist = dict(zip(near.tolist(), self._weighed(near, near_sims, lead, queries, colour, indexes).tolist()))

@@ -127,6 +127,8 @@ def test_a_walk_finds_what_a_range_search_of_every_list_finds(tmp_path):
     assert sorted(walk.within(0.3, 0.0)[0].tolist()) == sorted(ids.tolist())
     block = walk.within(0.3, 0.0, (1001, 2000))[0]
     assert sorted(block.tolist()) == sorted(i for i in ids.tolist() if 1001 <= i <= 2000)
+    unordered = Walk(index, query, in_id_order=False)  # a store written before: every id checked
+    assert sorted(unordered.within(0.3, 0.0, (1001, 2000))[0].tolist()) == sorted(block.tolist())
     shortlist = walk.shortlist(512)
     near, near_sims = vector_index.nearest(index, query, 512)
     assert shortlist.ids.tolist() == near.tolist() and np.allclose(shortlist.sims, near_sims)
@@ -144,7 +146,7 @@ def test_a_compressed_store_is_written_again_list_by_list(grown, video_files):  
     index = store.vectors().visual
     assert index.ntotal == 85 and _lists_ascending(index) and store.health().problems == []
     assert store.health().files == ["visual-3.faiss", "text-3.faiss", "colour-3.faiss"]
-    assert not (grown / ".spill").exists()
+    assert not (grown / ".spill").exists() and store.lists_in_id_order()
     assert store.latest_block(np.array([3, 70])) == (61, 85)  # c.mp4 is the newest
 
 

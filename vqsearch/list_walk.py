@@ -37,8 +37,8 @@ class Shortlist:
 class Walk:
     """One query's walk through a compressed index's lists, nearest first."""
 
-    def __init__(self, index, query: np.ndarray) -> None:
-        self.index = index
+    def __init__(self, index, query: np.ndarray, in_id_order: bool = True) -> None:
+        self.index, self.in_id_order = index, in_id_order  # whether each list holds its ids ascending
         self.query = np.ascontiguousarray(query[None], dtype=np.float32)
         self.coarse, self.lists = index.quantizer.search(self.query, index.nlist)
         self.rank = np.empty(index.nlist, np.int64)
@@ -78,12 +78,12 @@ class Walk:
         thousand times fills the lists around it, and the deepening stops where its lists give way
         to lists that hold only the chance matches every list holds. The steps within a `known`
         shortlist that holds them all are taken from it. A block is read as a stretch of each list
-        (the lists hold their ids in ascending order: `GrowingLists` writes them so), and its share
-        of a list is taken to be its share of the store."""
+        when the lists hold their ids in ascending order (`GrowingLists` writes them so), else each
+        list's ids are all checked; its share of a list is taken to be its share of the store."""
         import faiss
 
         index = self.index
-        selector = None if block is None else faiss.IDSelectorRange(block[0], block[1] + 1, True)
+        selector = None if block is None else faiss.IDSelectorRange(block[0], block[1] + 1, self.in_id_order)
         share = 1.0 if block is None else (block[1] - block[0] + 1) / max(index.ntotal, 1)
         known = known if known is not None and known.holds_all_from(radius) else None
         found: list[tuple[np.ndarray, np.ndarray]] = []

@@ -633,6 +633,7 @@ class Store:
             _fsync(self.root)
             session.merge(Meta(key="generation", value=str(new)))
             session.merge(Meta(key="kinds", value=",".join(indexes)))
+            session.merge(Meta(key="lists", value="id order"))  # GrowingLists wrote any compressed file
             self.db.before_commit(session)
             session.commit()
         except BaseException:
@@ -937,6 +938,12 @@ class Store:
             select(Video.first_track_id, Video.last_track_id, Video.recorded_at, Video.id)
             .where(Video.first_track_id.is_not(None)).order_by(Video.first_track_id)).all(),
             dtype=np.float64).reshape(-1, 4))
+
+    def lists_in_id_order(self) -> bool:
+        """Whether each list of the compressed files holds its ids in ascending order: so every
+        generation this vqsearch wrote (`GrowingLists`); one written before may not be (FAISS
+        removed ids by moving a list's last one into the gap) until its next write."""
+        return self._per_generation("lists", lambda session: self._meta(session).get("lists") == "id order")
 
     def video_ids(self, ids: np.ndarray) -> np.ndarray:
         """The video id of each of these tracks, by the videos' blocks of ids (schema 5)."""

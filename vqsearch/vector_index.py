@@ -108,14 +108,12 @@ def _ivf_params(index, nprobe: int, selector=None):
 
 
 def scores_of(index, query: np.ndarray, ids: np.ndarray) -> dict[int, float]:
-    """{id: inner product with `query`} for these ids: a flat index reads their vectors, a
-    compressed one scans every list for them (no id is missed, none decoded twice)."""
+    """{id: inner product with `query`} for these ids of a compressed index: every list is scanned
+    for them (no id is missed, none decoded twice)."""
     faiss = _faiss()
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if not len(ids):
         return {}
-    if not is_compressed(index):
-        return dict(zip(ids.tolist(), (index.reconstruct_batch(ids) @ query).tolist()))
     selector = faiss.IDSelectorBatch(ids)
     _, sims, found = index.range_search(query[None], ALL, params=_ivf_params(index, index.nlist, selector))
     return dict(zip(found.tolist(), sims.tolist()))
