@@ -248,10 +248,12 @@ class QueryEngine:
         """(the last occurrence, its score) among the best track of each likely video (a score of
         `likely` or more) and every occurrence (`floor` or more) in the latest one (`block`): the
         video share applied to those (`in_likely_videos`, which keeps them all)."""
-        videos = self.store.video_ids(ids)
+        videos = self.store.video_ids(ids)  # ids ascending: the videos' blocks follow one another
         held = np.flatnonzero(scores >= likely)
-        held = held[np.lexsort((-scores[held], videos[held]))]
-        best = held[np.r_[True, videos[held][1:] != videos[held][:-1]]]  # each video's best
+        starts = np.flatnonzero(np.r_[True, videos[held][1:] != videos[held][:-1]])
+        tops = np.repeat(np.maximum.reduceat(scores[held], starts), np.diff(np.r_[starts, len(held)]))
+        at_top = held[scores[held] == tops]
+        best = at_top[np.r_[True, videos[at_top][1:] != videos[at_top][:-1]]]  # each video's best
         mine = np.flatnonzero((scores >= floor) & (ids >= block[0]) & (ids <= block[1]))
         looked = np.union1d(best, mine)
         looked = looked[np.argsort(-scores[looked], kind="stable")]
