@@ -317,6 +317,7 @@ class Store:
         self._cached: tuple[int, dict[str, object]] = (0, {})  # (its generation, reads of rows by name)
         self._gpu_vectors: tuple[tuple, Vectors] | None = None  # (generation and kinds copied, copies)
         self._locked = False  # this Store holds the index's write lock
+        self._one_thread = False  # searches were held to one thread
         self.device = device  # "auto" or "cuda": search on a GPU when faiss-gpu sees one
 
     @classmethod
@@ -556,8 +557,10 @@ class Store:
         import faiss
         from threadpoolctl import threadpool_limits
 
-        faiss.omp_set_num_threads(1)
-        threadpool_limits(1, user_api="blas")
+        if not self._one_thread:  # once: threadpoolctl walks the loaded libraries (2 ms a query)
+            faiss.omp_set_num_threads(1)
+            threadpool_limits(1, user_api="blas")
+            self._one_thread = True
         vectors = self.vectors(kinds)
         wants_gpu = self.device != "cpu" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         if vectors is None or not wants_gpu:
