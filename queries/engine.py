@@ -23,17 +23,21 @@ How tracks are searched (`vqsearch.vector_index`). A small store (flat vectors),
 restricted to some tracks (`--video`, VQ2D's query frame), scores every searched track: the rule is
 exact. A compressed store (from `COMPRESS_FROM` tracks) cannot: its background (median and spread)
 is that of its fixed random sample of tracks (`background_tracks`, ~4096, scored with the same rule,
-colours and context included), and its occurrences are found without a cap by range search at the
-lowest score an occurrence can have in the lists around the query, as deep as they hold matches more
-densely than the background does (`within`): chance passes of the margin rule in lists far from the
-query are not searched. A track's score is its similarity, or the product of both, times weights of
-at most 1 (colour, context), so an occurrence's similarity is at least the floor; with context,
-whose weights divide every score by at most 2, at least max(threshold, statistical floor / 2). With
-both a text and a crop, a product passes only if each factor passes the floor (the other is at most
-1: unit vectors): the visual matches at the floor are found by range search and their text
-similarities read from the text index. Results below the occurrences are the best of the 512 nearest
-tracks. "Last seen" among any number of occurrences reads the videos' rows and the chosen video's
-tracks only (`Store.latest_track`).
+colours and context included), and only what the answer needs is searched, so the cost follows
+the likely videos' tracks and one video's, never every match. The answer needs three things: the
+best occurrence (from the 512 nearest tracks, the shortlist, which also give the results and,
+with context, the tracks weighed by it); which videos are likely, i.e. hold a track at the video
+share of the best or more (range search at that score, in the lists around the query, as deep as
+they hold such tracks more densely than the background does: `within`); and every occurrence of
+the latest likely video, whose tracks are one block of ids (range search at the lowest score an
+occurrence can have, reading that block's stretch of each list). A track's score is its
+similarity, or the product of both, times weights of at most 1 (colour, context), so a track at
+some score has a similarity at least that score: the range searches use the scores as radii.
+Occurrences of the other videos, however many, are not looked for: they cannot be the last. With
+both a text and a crop, the crop decides (above) and the product ranks the shortlist and the last
+occurrence, their text similarities decoded from the text index; when the product decides, every
+track found has its text similarity decoded. "Last seen" reads the videos' rows and the chosen
+video's occurrences only (`Store.latest_track`).
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ from vqsearch.colours import colour_evidence
 from vqsearch.errors import VQSearchError
 from vqsearch.models.base import SearchModel
 from vqsearch.store import Store
-from vqsearch.vector_index import is_compressed, nearest, scores_of, vectors_of, within
+from vqsearch.list_walk import Walk
+from vqsearch.vector_index import is_compressed, nearest, scores_of, vectors_of
 
 SHORTLIST = 512  # a compressed store's nearest tracks scored besides the occurrences, for the results
 COLOUR_FLOOR = 0.5  # a track without the asked colour(s) keeps this much of its score: 32 px regions blur colours
@@ -58,15 +63,6 @@ CONTEXT_TRACKS = 512  # tracks weighed by what is seen with them, and context tr
 
 # (engine, encoded queries, last occurrence, video restriction) -> the occurrence, relocated
 Relocate = Callable[["QueryEngine", dict, Hit, Optional[Path]], Optional[Hit]]
-
-
-@dataclass
-class Scored:
-    """Tracks' scores for a query, and the background they are judged against: None when the
-    scores are those of every searched track, else the scores of the store's background sample."""
-
-    scores: dict[int, float]
-    background: np.ndarray | None = None
 
 
 MAX_CROP_PIXELS = 4096 * 4096  # a crop is resized to 96 px: more only costs memory (1.6 GB at 12k x 12k)
@@ -174,27 +170,131 @@ class QueryEngine:
         `until_frame` answers as of that frame (VQ2D): only tracks that started by then count.
         """
         selection = self._selection(video, until_frame)
-        scored = self._scores(queries, selection)
-        scores = scored.scores
-        ranked = sorted(scores, key=scores.get, reverse=True)
-        kinds = set(queries) & {"text", "visual"}
-        deciding = scored
-        if kinds == {"text", "visual"} and not self.model.config.joint_decides:
-            kinds, deciding = {"visual"}, self._scores({"visual": queries["visual"]}, selection)
+        indexes = self._indexes(queries)
+        if indexes is None:
+            return None, []
         one_video = video is not None or self.store.video_count() == 1
-        kept = self.occurrences(deciding.scores, kinds, deciding.background, one_video)
-        share = self._rule(kinds)[2]
-        if deciding.background is None:  # every searched track scored: lean rows of every occurrence
-            spans = self.store.spans(kept)
-            kept = self.in_likely_videos(kept, deciding.scores, {i: spans[i][0] for i in kept}, share)
-            last = self._last(kept, deciding.scores, spans, until_frame)
-        else:  # any number of occurrences: videos by their blocks of ids
-            kept = self.in_likely_videos(kept, deciding.scores, self.store.video_ids(kept), share)
-            last = self.store.latest_track(np.array(kept, np.int64), np.array([deciding.scores[i] for i in kept]),
-                                           until_frame)
+        if selection is None and is_compressed(indexes[next(k for k in ("visual", "text") if k in queries)]):
+            last, scores = self._compressed_answer(queries, indexes, one_video)
+        else:
+            last, scores = self._exact_answer(queries, selection, one_video, until_frame)
+        ranked = sorted(scores, key=scores.get, reverse=True)
         rows = self.store.tracks(ranked[:top_k] + ([last] if last is not None else []))  # boxes: only these
         return (Hit.from_track(rows[last], scores.get(last, 0.0), until_frame) if last is not None else None,
                 [Hit.from_track(rows[i], scores[i], until_frame) for i in ranked[:top_k]])
+
+    def _exact_answer(self, queries: dict[str, np.ndarray], selection: np.ndarray | None, one_video: bool,
+                      until_frame: int | None) -> tuple[int | None, dict[int, float]]:
+        """(last occurrence, scores of every searched track) when every searched track is scored:
+        a flat store, or a search restricted to some tracks. The occurrences' lean rows are read."""
+        scores = self._scores(queries, selection)
+        kinds = set(queries) & {"text", "visual"}
+        deciding = scores
+        if kinds == {"text", "visual"} and not self.model.config.joint_decides:
+            kinds, deciding = {"visual"}, self._scores({"visual": queries["visual"]}, selection)
+        kept = self.occurrences(deciding, kinds, None, one_video)
+        spans = self.store.spans(kept)
+        kept = self.in_likely_videos(kept, deciding, {i: spans[i][0] for i in kept}, self._rule(kinds)[2])
+        return self._last(kept, deciding, spans, until_frame), scores
+
+    def _compressed_answer(self, queries: dict[str, np.ndarray], indexes: dict[str, object],
+                           one_video: bool) -> tuple[int | None, dict[int, float]]:
+        """(last occurrence, scores of the tracks to rank) of an unrestricted search of a compressed
+        store (module docstring): the nearest tracks, the tracks that make a video likely (at the
+        video share of the best or more), found wherever they are, and every occurrence of the
+        latest likely video; the occurrences of the other videos are never looked for."""
+        ranking = dict(queries)
+        crop_decides = len(queries.keys() & {"text", "visual"}) == 2 and not self.model.config.joint_decides
+        if crop_decides:
+            queries = {"visual": queries["visual"]}
+        colour, context = queries.get("colour"), queries.get("context")
+        queries = {kind: query for kind, query in queries.items() if kind in ("visual", "text")}
+        lead = "visual" if "visual" in queries else "text"  # with both, the visual matches are the fewer
+        index, query = indexes[lead], queries[lead]
+        sample = self.store.background([*queries, *(["colour"] if colour is not None else [])])
+        similarities = {kind: sample[kind] @ q for kind, q in queries.items()}
+        leading = similarities[lead]
+        background = np.prod([np.maximum(values, 0.0) for values in similarities.values()], axis=0)
+        if colour is not None:
+            background *= _colour_weights(sample["colour"], colour)
+        walk = Walk(index, query, self.store.lists_in_id_order())
+        known = walk.shortlist(SHORTLIST)
+        near, near_sims = known.ids, known.sims
+        shortlist = dict(zip(near.tolist(), self._weighed(near, near_sims, lead, queries, colour, indexes).tolist()))
+        divisor = (self._weigh_by_context(shortlist, context, indexes["text"], None)
+                   if context is not None and shortlist else 1.0)
+        threshold, margin, share = self._rule(set(queries), one_video)
+        floor = max(threshold, above_background(background / divisor, margin))
+
+        def search(radius: float, block: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+            """(ids, scores) of the tracks at `radius` or more (similarity to the lead query) and
+            not in the shortlist: their product and weights, divided as the context divided."""
+            ids, sims = walk.within(radius, float(np.mean(leading >= radius)), block, known)
+            new = ~np.isin(ids, near)
+            return ids[new], self._weighed(ids[new], sims[new], lead, queries, colour, indexes) / divisor
+
+        ids, scores = near, np.fromiter(shortlist.values(), np.float64, len(shortlist))
+        last, seen = None, 0.0
+        if len(scores) and scores.max() >= floor:
+            found = search(max(floor, share * scores.max()))  # wherever they are
+            ids, scores = np.concatenate([ids, found[0]]), np.concatenate([scores, found[1]])
+            likely = max(floor, share * scores.max())
+            block = self.store.latest_block(ids[scores >= likely])
+            found = search(floor, block)  # every occurrence of the latest likely video
+            ids, first = np.unique(np.concatenate([ids, found[0]]), return_index=True)  # the shortlist's scores first
+            scores = np.concatenate([scores, found[1]])[first]
+            last, seen = self._last_likely(ids, scores, floor, likely, block, share)
+        if crop_decides:
+            return last, self._ranked(ranking, near, near_sims, last, seen, indexes)
+        return last, shortlist | ({last: seen} if last is not None else {})
+
+    def _last_likely(self, ids: np.ndarray, scores: np.ndarray, floor: float, likely: float, block: tuple[int, int],
+                     share: float) -> tuple[int | None, float]:
+        """(the last occurrence, its score) among the best track of each likely video (a score of
+        `likely` or more) and every occurrence (`floor` or more) in the latest one (`block`): the
+        video share applied to those (`in_likely_videos`, which keeps them all)."""
+        videos = self.store.video_ids(ids)  # ids ascending: the videos' blocks follow one another
+        held = np.flatnonzero(scores >= likely)
+        starts = np.flatnonzero(np.r_[True, videos[held][1:] != videos[held][:-1]])
+        tops = np.repeat(np.maximum.reduceat(scores[held], starts), np.diff(np.r_[starts, len(held)]))
+        at_top = held[scores[held] == tops]
+        best = at_top[np.r_[True, videos[at_top][1:] != videos[at_top][:-1]]]  # each video's best
+        mine = np.flatnonzero((scores >= floor) & (ids >= block[0]) & (ids <= block[1]))
+        looked = np.union1d(best, mine)
+        looked = looked[np.argsort(-scores[looked], kind="stable")]
+        kept, found = ids[looked].tolist(), dict(zip(ids[looked].tolist(), scores[looked].tolist()))
+        kept = self.in_likely_videos(kept, found, dict(zip(kept, videos[looked].tolist())), share)
+        last = self.store.latest_track(np.array(kept, np.int64), np.array([found[i] for i in kept]))
+        return last, found.get(last, 0.0)
+
+    def _ranked(self, queries: dict[str, np.ndarray], near: np.ndarray, near_sims: np.ndarray, last: int | None,
+                seen: float, indexes: dict[str, object]) -> dict[int, float]:
+        """Scores by the whole query (the product, weighed) of the shortlist and the last occurrence
+        (`seen`: its visual score), when the crop alone decided (`joint_decides` off): what the
+        results are ranked by."""
+        ids, sims = near, near_sims
+        if last is not None and last not in set(near.tolist()):
+            ids, sims = np.append(near, last), np.append(near_sims, seen)
+        scores = dict(zip(ids.tolist(), self._weighed(ids, sims, "visual", {kind: queries[kind] for kind in
+                                                                              ("visual", "text")},
+                                                      queries.get("colour"), indexes).tolist()))
+        if queries.get("context") is not None and scores:
+            self._weigh_by_context(scores, queries["context"], indexes["text"], None)
+        return scores
+
+    def _weighed(self, ids: np.ndarray, sims: np.ndarray, lead: str, queries: dict[str, np.ndarray],
+                 colour: np.ndarray | None, indexes: dict[str, object]) -> np.ndarray:
+        """Scores of these tracks of a compressed store, given their similarities to the lead query:
+        the product with the other query's similarity (their decoded vectors) and the colour weights."""
+        scores = np.maximum(np.asarray(sims, np.float64), 0.0)
+        if not len(ids):
+            return scores
+        for kind, query in queries.items():
+            if kind != lead:
+                scores *= np.maximum(vectors_of(indexes[kind], ids) @ query, 0.0)
+        if colour is not None and "colour" in indexes:
+            scores *= _colour_weights(vectors_of(indexes["colour"], ids), colour)
+        return scores
 
     def _last(self, kept: list[int], scores: dict[int, float], spans: dict[int, tuple[int, int, int]],
               until_frame: int | None) -> int | None:
@@ -249,34 +349,37 @@ class QueryEngine:
                 raise VQSearchError(f"video not in the index: {video}")
         return np.asarray(self.store.track_ids(row, until_frame), dtype=np.int64)
 
-    def _scores(self, queries: dict[str, np.ndarray], selection: np.ndarray | None) -> Scored:
-        """Per track id: the similarity of each query, multiplied (T-REN), negatives clipped to 0,
-        then weighed by the asked colours and by context (module docstring). Every searched track
-        is scored unless the store is compressed and the search is not restricted."""
-        colour, context = queries.get("colour"), queries.get("context")
-        queries = {kind: query for kind, query in queries.items() if kind in ("visual", "text")}
-        vectors = self.store.search_vectors([*queries, *(["colour"] if colour is not None else []),
-                                             *(["text"] if context is not None else [])])
+    def _indexes(self, queries: dict[str, np.ndarray]) -> dict[str, object] | None:
+        """The store's indexes of the kinds these queries use (None: an empty store)."""
+        vectors = self.store.search_vectors([*(kind for kind in ("visual", "text") if kind in queries),
+                                             *(["colour"] if "colour" in queries else []),
+                                             *(["text"] if "context" in queries else [])])
         if vectors is None:
-            return Scored({})
+            return None
         if "text" in queries and vectors.text is None:
             raise VQSearchError("this index has no text-aligned tokens: query with --crop")
-        indexes = vectors.present()
-        if is_compressed(indexes[next(iter(queries))]) and selection is None:
-            return self._compressed_scores(queries, colour, context, indexes)
+        return vectors.present()
+
+    def _scores(self, queries: dict[str, np.ndarray], selection: np.ndarray | None) -> dict[int, float]:
+        """Per searched track id: the similarity of each query, multiplied (T-REN), negatives clipped
+        to 0, then weighed by the asked colours and by context (module docstring)."""
+        colour, context = queries.get("colour"), queries.get("context")
+        queries = {kind: query for kind, query in queries.items() if kind in ("visual", "text")}
+        indexes = self._indexes(queries | ({"colour": colour} if colour is not None else {})
+                                | ({"context": context} if context is not None else {}))
         per_modality = [self._every_score(indexes[kind], query, selection) for kind, query in queries.items()]
         candidates = set().union(*per_modality)
         scores = {i: 1.0 for i in candidates}
         for found in per_modality:
             for i in candidates:
                 scores[i] *= max(found[i], 0.0)
-        if colour is not None and vectors.colour is not None and candidates:
+        if colour is not None and "colour" in indexes and candidates:
             ids = np.fromiter(candidates, dtype=np.int64)
-            for i, weight in zip(ids.tolist(), _colour_weights(vectors_of(vectors.colour, ids), colour).tolist()):
+            for i, weight in zip(ids.tolist(), _colour_weights(vectors_of(indexes["colour"], ids), colour).tolist()):
                 scores[i] *= weight
         if context is not None and candidates:
-            self._weigh_by_context(scores, context, vectors.text, selection)
-        return Scored(scores)
+            self._weigh_by_context(scores, context, indexes["text"], selection)
+        return scores
 
     @staticmethod
     def _every_score(index, query: np.ndarray, selection: np.ndarray | None) -> dict[int, float]:
@@ -291,35 +394,6 @@ class QueryEngine:
             return {}
         sims, ids = index.search(query[None], k, params=params)
         return {int(i): float(s) for s, i in zip(sims[0], ids[0]) if i >= 0}
-
-    def _compressed_scores(self, queries: dict[str, np.ndarray], colour: np.ndarray | None,
-                           context: np.ndarray | None, indexes: dict[str, object]) -> Scored:
-        """Scores of a compressed store's occurrences and nearest tracks, and of its background
-        sample (module docstring): the cost follows the lists probed, not the store's size."""
-        sample = self.store.background([*queries, *(["colour"] if colour is not None else [])])
-        similarities = {kind: sample[kind] @ query for kind, query in queries.items()}
-        background = np.prod([np.maximum(values, 0.0) for values in similarities.values()], axis=0)
-        if colour is not None:
-            background *= _colour_weights(sample["colour"], colour)
-        threshold, margin, _ = self._rule(set(queries))
-        statistical = above_background(background, margin)
-        bound = max(threshold, statistical / 2 if context is not None else statistical)
-        lead = "visual" if "visual" in queries else "text"  # with both, the visual matches are the fewer
-        base_rate = float(np.mean(similarities[lead] >= bound))
-        ids, sims = within(indexes[lead], queries[lead], bound, base_rate)
-        near, near_sims = nearest(indexes[lead], queries[lead], SHORTLIST)
-        found = dict(zip(np.concatenate([near, ids]).tolist(), np.concatenate([near_sims, sims]).tolist()))
-        scores = {i: max(s, 0.0) for i, s in found.items()}
-        if len(queries) == 2:
-            theirs = scores_of(indexes["text"], queries["text"], np.fromiter(scores, np.int64))
-            scores = {i: s * max(theirs[i], 0.0) for i, s in scores.items()}
-        if colour is not None and "colour" in indexes and scores:
-            ids = np.fromiter(scores, dtype=np.int64)
-            for i, weight in zip(ids.tolist(), _colour_weights(vectors_of(indexes["colour"], ids), colour).tolist()):
-                scores[i] *= weight
-        if context is not None and scores:
-            background = background / self._weigh_by_context(scores, context, indexes["text"], None)
-        return Scored(scores, background)
 
     def _weigh_by_context(self, scores: dict[int, float], context: np.ndarray, text_index,
                           selection: np.ndarray | None) -> float:

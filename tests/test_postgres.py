@@ -350,3 +350,12 @@ def test_the_migrations_run_on_postgres(empty, video_files, version):
     assert (health.problems, health.schema, health.orphans) == ([], SCHEMA_VERSION, [])
     assert after.vectors().colour.ntotal == 5 and after.track_ids(after.find_video(video_files[1])) == [4, 5]
     assert _tables(empty.url) == fresh
+
+
+def test_a_bulk_build_runs_on_postgres(empty):
+    """`Store.add_many` (bench scale's builder) writes its rows in no one database's paramstyle."""
+    from test_store_compressed import bulk_build
+
+    store = bulk_build(empty.url)
+    assert store.health().problems == [] and store.vectors().visual.ntotal == 1200
+    assert _checked(empty.url)["tracks"] == 1200

@@ -1,5 +1,8 @@
 """A store that grows past the threshold: compressed in one atomic write, checked cheaply on open
-and fully by `check`, still written to and repaired; "last seen" from the videos' id blocks."""
+and fully by `check`, still written to (list by list) and repaired; "last seen" from the videos'
+id blocks; the list files are FAISS's own layout, each list in id order; bulk builds stream."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,7 +11,9 @@ import vqsearch.store as store_module
 from test_store import _indexed, video_files  # noqa: F401 (a fixture)
 from vqsearch import vector_index
 from vqsearch.errors import VQSearchError
-from vqsearch.store import Store
+from vqsearch.list_file import GrowingLists
+from vqsearch.list_walk import Walk
+from vqsearch.store import BulkVideo, Store
 from vqsearch.vector_index import is_compressed
 
 
@@ -67,3 +72,110 @@ def test_open_checks_a_compressed_file_by_its_count_and_check_by_its_ids(grown):
         Store.open(grown)
     done = Store.open(grown, verify=False).repair()  # no file left holds the tracks' text vectors
     assert [tracks for _, tracks in done.lost] == [30, 30] and Store.open(grown).health().problems == []
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _lists_ascending(index) -> bool:
+    import faiss
+
+    return all(np.all(np.diff(faiss.rev_swig_ptr(index.invlists.get_ids(i), size)) > 0)
+               for i in range(index.nlist) if (size := index.invlists.list_size(i)) > 1)
+
+
+def test_a_list_file_is_faiss_own_layout_with_each_list_in_id_order(tmp_path):
+    import faiss
+
+    rng = np.random.default_rng(0)
+    vectors, ids = _unit(rng.normal(size=(3000, 16))), rng.permutation(3000).astype(np.int64) + 1
+    trained = vector_index.trained_index(vectors, 1000)  # 64 lists
+    growing = GrowingLists(faiss.clone_index(trained), tmp_path / "spill")
+    for part in np.array_split(np.arange(3000), 7):  # ids in no order: each list is written ascending
+        growing.add_with_ids(vectors[part], ids[part])
+    growing.write(tmp_path / "grown.faiss")
+    order = np.argsort(ids)
+    trained.add_with_ids(vectors[order], ids[order])
+    faiss.write_index(trained, str(tmp_path / "faiss.faiss"))
+    assert (tmp_path / "grown.faiss").read_bytes() == (tmp_path / "faiss.faiss").read_bytes()
+    assert not any((tmp_path / "spill").iterdir())  # the spilled rows were consumed
+
+    changed = GrowingLists(faiss.read_index(str(tmp_path / "grown.faiss"), faiss.IO_FLAG_MMAP), tmp_path / "spill")
+    changed.remove_ids(np.arange(1, 101))
+    changed.add_with_ids(vectors[:10], np.arange(5001, 5011))
+    assert changed.ntotal == 2910
+    changed.write(tmp_path / "changed.faiss")
+    index = faiss.read_index(str(tmp_path / "changed.faiss"), faiss.IO_FLAG_MMAP)
+    assert index.ntotal == 2910 and _lists_ascending(index)
+    assert set(vector_index.stored_ids(index).tolist()) == set(range(101, 3001)) | set(range(5001, 5011))
+    found, sims = vector_index.nearest(index, vectors[0], 1)
+    assert found[0] in (ids[0], 5001) and sims[0] > 0.95  # the same vector, stored twice
+
+
+def test_a_walk_finds_what_a_range_search_of_every_list_finds(tmp_path):
+    import faiss
+
+    rng = np.random.default_rng(1)
+    vectors = _unit(rng.normal(size=(3000, 16)))
+    index = vector_index.trained_index(vectors, 1000)  # 64 lists
+    index.add_with_ids(vectors, np.arange(1, 3001))
+    index.nprobe = index.nlist
+    query = vectors[5]
+    _, sims, ids = index.range_search(query[None], 0.3)
+    walk = Walk(index, query)
+    assert sorted(walk.within(0.3, 0.0)[0].tolist()) == sorted(ids.tolist())
+    block = walk.within(0.3, 0.0, (1001, 2000))[0]
+    assert sorted(block.tolist()) == sorted(i for i in ids.tolist() if 1001 <= i <= 2000)
+    unordered = Walk(index, query, in_id_order=False)  # a store written before: every id checked
+    assert sorted(unordered.within(0.3, 0.0, (1001, 2000))[0].tolist()) == sorted(block.tolist())
+    shortlist = walk.shortlist(512)
+    near, near_sims = vector_index.nearest(index, query, 512)
+    assert shortlist.ids.tolist() == near.tolist() and np.allclose(shortlist.sims, near_sims)
+    radius = float(shortlist.sims[-1]) + 1e-3  # the shortlist holds every track at this radius or more
+    assert shortlist.holds_all_from(radius) and not shortlist.holds_all_from(0.0)
+    taken = walk.within(radius, 0.0, known=shortlist)
+    assert sorted(taken[0].tolist()) == sorted(walk.within(radius, 0.0)[0].tolist())
+
+
+def test_a_compressed_store_is_written_again_list_by_list(grown, video_files):  # noqa: F811
+    third = video_files[0].with_name("c.mp4")
+    third.write_bytes(b"not decoded")
+    Store.open(grown).add_video("m", "c.mp4", _indexed(third, 25, 2))
+    store = Store.open(grown)
+    index = store.vectors().visual
+    assert index.ntotal == 85 and _lists_ascending(index) and store.health().problems == []
+    assert store.health().files == ["visual-3.faiss", "text-3.faiss", "colour-3.faiss"]
+    assert not (grown / ".spill").exists() and store.lists_in_id_order()
+    assert store.latest_block(np.array([3, 70])) == (61, 85)  # c.mp4 is the newest
+
+
+def _bulk_videos(videos: int, tracks: int) -> list[BulkVideo]:
+    rng = np.random.default_rng(2)
+    made = []
+    for number in range(videos):
+        path = f"/videos/{number}.mp4"
+        made.append(BulkVideo(
+            {"path": path, "abs_path": path, "fingerprint": "0:0", "frames": tracks + 10, "fps": 5.0, "width": 64,
+             "height": 48, "sample_fps": 5.0, "frames_sampled": tracks + 10, "patch_tokens": 0,
+             "region_tokens": tracks, "recorded_at": float(number)},
+            np.arange(tracks), np.arange(tracks) + 5, np.zeros((tracks, 2, 5)),
+            {"visual": _unit(rng.normal(size=(tracks, 16))), "text": _unit(rng.normal(size=(tracks, 8))),
+             "colour": rng.random((tracks, 11)).astype(np.float32)}))
+    return made
+
+
+def bulk_build(db: str | Path) -> Store:
+    """A compressed store of 3 videos of 400 tracks built by `add_many`, as bench scale builds."""
+    videos = _bulk_videos(3, 400)
+    training = {kind: np.concatenate([video.vectors[kind] for video in videos]) for kind in videos[0].vectors}
+    store = Store.open(db, create=True)
+    store.add_many("m", iter(videos), 1200, training, compress_from=1000)
+    return store
+
+
+def test_add_many_streams_a_compressed_store(tmp_path):
+    store = bulk_build(tmp_path / "db")
+    assert is_compressed(store.vectors().visual) and store.vectors().text.ntotal == 1200
+    assert store.health().problems == [] and not (tmp_path / "db" / ".spill").exists()
+    assert store.latest_track(np.array([5, 401, 1190]), np.ones(3)) == 1190

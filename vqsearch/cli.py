@@ -439,6 +439,8 @@ def bench_scale(
     compress_from: Optional[int] = typer.Option(None, "--compress-from", help="Tracks from which the vectors are "
                                                 "stored compressed [default: the store's own threshold]."),
     warm: int = typer.Option(200, "--warm-queries", help="Warm queries timed per kind of query."),
+    again: bool = typer.Option(False, "--again", help="Measure the store an earlier run built at --db again "
+                               "(from the exact answers it kept beside it), without building."),
     as_json: bool = JsonOption,
 ) -> None:
     """Build a store of synthetic tracks drawn around real ones and measure it: disk, build time, a
@@ -447,14 +449,15 @@ def bench_scale(
     from queries.scale.bench import run_scale
     from vqsearch.vector_index import COMPRESS_FROM
 
-    figures = run_scale(db, tracks, _db(real), crop, text, planted, compress_from or COMPRESS_FROM, warm)
+    figures = run_scale(db, tracks, _db(real), crop, text, planted, compress_from or COMPRESS_FROM, warm, again)
     if as_json:
         typer.echo(json.dumps(figures))
         return
     cold, warm = figures["cold_crop"], figures["warm"]
     typer.echo(f"{tracks} tracks: {figures['disk_mb']} MB on disk, built in {figures['build_s']} s; cold crop query "
                f"{cold['wall_s']} s, {cold['rss_mb']} MB RSS, last seen {'right' if cold['last_seen_correct'] else 'WRONG'}")
-    typer.echo("warm p50/p95 ms: " + ", ".join(f"{name} {w['p50_ms']}/{w['p95_ms']}" for name, w in warm.items()))
+    typer.echo("warm p50/p95 ms (wall; CPU): " + ", ".join(
+        f"{name} {w['p50_ms']}/{w['p95_ms']}; {w['cpu_p50_ms']}/{w['cpu_p95_ms']}" for name, w in warm.items()))
     typer.echo("recall@10: " + ", ".join(f"{kind} {value}" for kind, value in figures["recall_at_10"].items()))
     for name, seen in figures["last_seen"].items():
         typer.echo(f"last seen ({name}): {seen['matching']} matching tracks, "

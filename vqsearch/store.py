@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from collections import Counter
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
 from sqlalchemy import (BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Table, delete, func, insert,
@@ -40,6 +41,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from vqsearch.database import Catalogue, Database, locate
 from vqsearch.errors import VQSearchError
+from vqsearch.list_file import GrowingLists
 from vqsearch.vector_index import (COMPRESS_FROM, all_vectors, chunks, compressed_copy, is_compressed, stored_form,
                                    stored_ids, vectors_of)
 
@@ -175,9 +177,10 @@ def _new_index(dim: int):
 
 def _load_index(path: Path, mapped: bool = True):
     """A FAISS file as vqsearch writes them (a flat ID map, or a compressed inverted file), or a
-    VQSearchError saying what is wrong. `mapped`: a compressed file's lists are memory-mapped (read
-    as probed; FAISS checks they lie inside the file) and a flat file, read to be checked, its
-    vectors; else the file is read into memory, as a write that changes it needs."""
+    VQSearchError saying what is wrong. A compressed file's lists are always memory-mapped (read as
+    probed; FAISS checks they lie inside the file; a write streams them: `GrowingLists`); a flat
+    file's vectors are too with `mapped` (read to be checked), else read into memory, as a write
+    that changes them needs."""
     import faiss
 
     if not path.is_file():
@@ -185,7 +188,7 @@ def _load_index(path: Path, mapped: bool = True):
     with open(path, "rb") as handle:
         flat = handle.read(4) == b"IxM2"
     try:
-        index = faiss.read_index(str(path), 0 if not mapped else faiss.IO_FLAG_MMAP_IFC if flat else faiss.IO_FLAG_MMAP)
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP if not flat else faiss.IO_FLAG_MMAP_IFC if mapped else 0)
     except RuntimeError:
         raise VQSearchError(f"{path.name} is unreadable (truncated or corrupt)") from None
     if not isinstance(index, (faiss.IndexIDMap2, faiss.IndexIVF)):
@@ -311,8 +314,10 @@ class Store:
         self._vectors: Vectors | None = None
         self._vectors_generation = 0  # the generation `_vectors` holds
         self._background: tuple[int, dict[str, np.ndarray]] = (0, {})  # (its generation, the sample by kind)
+        self._cached: tuple[int, dict[str, object]] = (0, {})  # (its generation, reads of rows by name)
         self._gpu_vectors: tuple[tuple, Vectors] | None = None  # (generation and kinds copied, copies)
         self._locked = False  # this Store holds the index's write lock
+        self._one_thread = False  # searches were held to one thread
         self.device = device  # "auto" or "cuda": search on a GPU when faiss-gpu sees one
 
     @classmethod
@@ -505,8 +510,9 @@ class Store:
     def _vector_problems(self, session: Session, every_id: bool = True) -> list[str]:
         """Each committed FAISS file that is missing, unreadable, or holds another number of vectors
         than there are tracks or (for a flat file, or with `every_id`) other ids than the tracks'."""
-        tracks = session.scalar(select(func.count(TrackRow.id)))
-        files = self._committed_files(self._meta(session))
+        meta = self._meta(session)
+        tracks = self._track_count(session, meta, every_id)
+        files = self._committed_files(meta)
         if tracks and not files:
             return [f"its {tracks} tracks have no FAISS files"]
         problems = []
@@ -529,6 +535,15 @@ class Store:
                 problems.append(f"{path.name} holds the vectors of {np.setdiff1d(stored, ids).size} ids that are "
                                 f"no track's, in place of {np.setdiff1d(ids, stored).size} tracks'")
         return problems
+
+    @staticmethod
+    def _track_count(session: Session, meta: dict[str, str], counted: bool) -> int:
+        """How many tracks the index holds: counted, or (unless `counted`, schema 5) summed over the
+        videos' blocks of ids (a video without tracks has none), which reads the videos' rows, not
+        the tracks' (counting 10M tracks read 200 MB: seconds of a cold query)."""
+        if not counted and meta.get("schema") == SCHEMA_VERSION:
+            return int(session.scalar(select(func.sum(Video.last_track_id - Video.first_track_id + 1))) or 0)
+        return session.scalar(select(func.count(TrackRow.id)))
 
     def health(self) -> Health:
         """Everything `vqsearch check` reports, read in one transaction."""
@@ -558,8 +573,10 @@ class Store:
         import faiss
         from threadpoolctl import threadpool_limits
 
-        faiss.omp_set_num_threads(1)
-        threadpool_limits(1, user_api="blas")
+        if not self._one_thread:  # once: threadpoolctl walks the loaded libraries (2 ms a query)
+            faiss.omp_set_num_threads(1)
+            threadpool_limits(1, user_api="blas")
+            self._one_thread = True
         vectors = self.vectors(kinds)
         wants_gpu = self.device != "cpu" and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
         if vectors is None or not wants_gpu:
@@ -603,9 +620,18 @@ class Store:
         from vqsearch.migrations import upgrade
 
         with self._write_lock(), Session(self.engine) as session:
-            self.db.begin_write(session)
-            upgrade(session.connection(), self.root)
-            yield session
+            shutil.rmtree(self._spill, ignore_errors=True)  # a killed writer's
+            try:
+                self.db.begin_write(session)
+                upgrade(session.connection(), self.root)
+                yield session
+            finally:
+                shutil.rmtree(self._spill, ignore_errors=True)
+
+    @property
+    def _spill(self) -> Path:
+        """Where a write spills the vectors it adds to a compressed index (`GrowingLists`), by kind."""
+        return self.root / ".spill"
 
     def _commit(self, session: Session, indexes: dict[str, object]) -> None:
         """Write the next generation's FAISS files, then switch to them in one SQL commit. The files
@@ -617,12 +643,16 @@ class Store:
             for kind, index in indexes.items():
                 path = self._faiss_path(kind, new)
                 tmp = path.with_name(f"{path.name}.tmp")
-                faiss.write_index(index, str(tmp))
+                if isinstance(index, GrowingLists):
+                    index.write(tmp)
+                else:
+                    faiss.write_index(index, str(tmp))
                 _fsync(tmp)
                 os.replace(tmp, path)
             _fsync(self.root)
             session.merge(Meta(key="generation", value=str(new)))
             session.merge(Meta(key="kinds", value=",".join(indexes)))
+            session.merge(Meta(key="lists", value="id order"))  # GrowingLists wrote any compressed file
             self.db.before_commit(session)
             session.commit()
         except BaseException:
@@ -630,7 +660,8 @@ class Store:
             self._vectors = None
             self._sweep(self.root.glob(f"*-{new}.faiss*"))
             raise
-        self._vectors, self._vectors_generation = (Vectors(**indexes) if indexes else None), new
+        searchable = indexes and not any(isinstance(index, GrowingLists) for index in indexes.values())
+        self._vectors, self._vectors_generation = (Vectors(**indexes) if searchable else None), new
         self._gpu_vectors = None
         self._sweep(self.root.glob("*.faiss*"))
 
@@ -648,8 +679,8 @@ class Store:
                 path.unlink(missing_ok=True)
 
     def _working_vectors(self, session: Session, dims: dict[str, int]) -> Vectors:
-        """Copies of the current indexes (or new ones of `dims`) that a write may change freely: the
-        committed files read into memory.
+        """Copies of the current indexes (or new ones of `dims`) that a write may change freely: a
+        flat file read into memory, a compressed one memory-mapped under `GrowingLists`.
 
         An index written before colours gets a colour index whose older tracks have the uniform
         histogram (colour unknown: no colour word favours or rules them out)."""
@@ -659,7 +690,8 @@ class Store:
         if not files:
             return Vectors(**{kind: _new_index(dim) for kind, dim in dims.items()})
         try:
-            copies = Vectors(**{kind: _load_index(path, mapped=False) for kind, path in files.items()})
+            copies = Vectors(**{kind: self._growing(kind, _load_index(path, mapped=False))
+                                for kind, path in files.items()})
         except VQSearchError as problem:
             raise self._damaged([str(problem)]) from None
         if copies.colour is None and "colour" in dims:
@@ -667,6 +699,10 @@ class Store:
             copies.colour = _new_index(DIM)
             copies.colour.add_with_ids(np.full((len(ids), DIM), 1 / len(TERMS), np.float32), ids)
         return copies
+
+    def _growing(self, kind: str, index):
+        """A compressed index as a write changes it (`GrowingLists`); a flat one as it is."""
+        return GrowingLists(index, self._spill / kind) if is_compressed(index) else index
 
     def add_video(self, model_name: str, given_path: str, result: IndexedVideo) -> None:
         """Store one indexed video, replacing an earlier index of the same file, atomically."""
@@ -745,7 +781,7 @@ class Store:
             kind: vectors_of(index, pool[chosen]) if crossing else added[kind][chosen] for kind, index in indexes.items()})
         if crossing:
             for kind, index in indexes.items():
-                setattr(vectors, kind, compressed_copy(index))
+                setattr(vectors, kind, compressed_copy(index, self._spill / kind))
 
     @staticmethod
     def _add_background(session: Session, ids: np.ndarray, sample: dict[str, np.ndarray]) -> None:
@@ -769,8 +805,8 @@ class Store:
                 raise VQSearchError(f"the index at {self.root} is not empty: add many videos to a new --db only")
             session.merge(Meta(key="model", value=model_name))
             compressed = tracks >= compress_from
-            indexes = {kind: trained_index(sample, tracks) if compressed else _new_index(sample.shape[1])
-                       for kind, sample in training.items()}
+            indexes = {kind: self._growing(kind, trained_index(sample, tracks)) if compressed
+                       else _new_index(sample.shape[1]) for kind, sample in training.items()}
             chance = np.random.default_rng(0)
             connection = session.connection()
             for video in videos:
@@ -779,14 +815,12 @@ class Store:
                 ids = np.arange(first, first + count, dtype=np.int64)
                 video_id = connection.execute(insert(Video).values(**video.columns, **_id_block(first, count))
                                               ).inserted_primary_key[0]
-                connection.exec_driver_sql(
-                    "INSERT INTO tracks (id, video_id, start_frame, end_frame) VALUES (?, ?, ?, ?)",
-                    [(track_id, video_id, start, end) for track_id, start, end
-                     in zip(ids.tolist(), video.starts.tolist(), video.ends.tolist())])
-                connection.exec_driver_sql(
-                    "INSERT INTO observations (track_id, frame, x, y, width, height) VALUES (?, ?, ?, ?, ?, ?)",
-                    [(track_id, int(box[0]), *box[1:]) for track_id, boxes in zip(ids.tolist(), video.boxes.tolist())
-                     for box in boxes])
+                connection.execute(insert(TrackRow.__table__), [
+                    {"id": track_id, "video_id": video_id, "start_frame": start, "end_frame": end}
+                    for track_id, start, end in zip(ids.tolist(), video.starts.tolist(), video.ends.tolist())])
+                connection.execute(insert(Observation.__table__), [
+                    {"track_id": track_id, "frame": int(box[0]), "x": box[1], "y": box[2], "width": box[3],
+                     "height": box[4]} for track_id, boxes in zip(ids.tolist(), video.boxes.tolist()) for box in boxes])
                 for kind, index in indexes.items():
                     index.add_with_ids(video.vectors[kind], ids)
                 if compressed:
@@ -842,7 +876,7 @@ class Store:
                 for kind, (vectors, _) in gathered.items():
                     index = _new_index(len(vectors[kept[0]]))
                     index.add_with_ids(np.stack([vectors[i] for i in kept]), np.asarray(kept, np.int64))
-                    indexes[kind] = stored_form(index)
+                    indexes[kind] = stored_form(index, self._spill / kind)
             per_video = Counter(video_id for _, video_id in tracks)
             lost = []
             for video in session.scalars(select(Video).where(Video.id.in_(lost_ids)).order_by(Video.id)):
@@ -906,37 +940,58 @@ class Store:
                     for row in session.execute(columns.where(TrackRow.id.in_(ids[part])))}
 
     def video_count(self) -> int:
-        with Session(self.engine) as session:
-            return session.scalar(select(func.count(Video.id)))
+        """How many videos the index holds (kept per generation of the vectors last read)."""
+        return self._per_generation("videos", lambda session: session.scalar(select(func.count(Video.id))))
+
+    def _per_generation(self, name: str, read: Callable[[Session], object]):
+        """A read of the rows kept until the generation of the vectors last read changes: every
+        write that changes videos commits a new generation."""
+        generation, cached = self._cached
+        if generation != self._vectors_generation or not generation:
+            cached = {}
+        if name not in cached:
+            with Session(self.engine) as session:
+                cached[name] = read(session)
+        self._cached = self._vectors_generation, cached
+        return cached[name]
 
     def _blocks(self) -> np.ndarray:
-        """[videos, 3]: each video's first track id, recording time and id, by first track id."""
-        with Session(self.engine) as session:
-            return np.array(session.execute(
-                select(Video.first_track_id, Video.recorded_at, Video.id).where(Video.first_track_id.is_not(None))
-                .order_by(Video.first_track_id)).all(), dtype=np.float64).reshape(-1, 3)
+        """[videos, 4]: each video's first and last track id, recording time and id, by first track id
+        (kept per generation)."""
+        return self._per_generation("blocks", lambda session: np.array(session.execute(
+            select(Video.first_track_id, Video.last_track_id, Video.recorded_at, Video.id)
+            .where(Video.first_track_id.is_not(None)).order_by(Video.first_track_id)).all(),
+            dtype=np.float64).reshape(-1, 4))
 
-    def video_ids(self, ids: list[int]) -> dict[int, int]:
-        """{track id: its video's id} by the videos' blocks of ids (schema 5: a compressed store),
-        without a row read per track."""
-        if not ids:
-            return {}
+    def lists_in_id_order(self) -> bool:
+        """Whether each list of the compressed files holds its ids in ascending order: so every
+        generation this vqsearch wrote (`GrowingLists`); one written before may not be (FAISS
+        removed ids by moving a list's last one into the gap) until its next write."""
+        return self._per_generation("lists", lambda session: self._meta(session).get("lists") == "id order")
+
+    def video_ids(self, ids: np.ndarray) -> np.ndarray:
+        """The video id of each of these tracks, by the videos' blocks of ids (schema 5)."""
         videos = self._blocks()
-        slot = np.searchsorted(videos[:, 0], np.asarray(ids, np.int64), side="right") - 1
-        return dict(zip(ids, videos[slot, 2].astype(np.int64).tolist()))
+        return videos[np.searchsorted(videos[:, 0], ids, side="right") - 1, 3].astype(np.int64)
 
-    def latest_track(self, ids: np.ndarray, scores: np.ndarray, until_frame: int | None = None) -> int | None:
-        """Of these tracks, the one seen last: in the latest video (recording time, then id), the
-        latest end (cut at `until_frame`), then the best score. Ids map to videos by the videos'
-        blocks of ids (schema 5), so the rows read are the videos' and the chosen video's tracks
-        among these: the cost does not grow with the number of tracks given."""
+    def latest_block(self, ids: np.ndarray) -> tuple[int, int] | None:
+        """(first, last) track id of the latest video (recording time, then id) holding any of
+        these tracks, by the videos' blocks of ids (schema 5), without a row read per track."""
         if not len(ids):
             return None
         videos = self._blocks()
-        slot = np.searchsorted(videos[:, 0], ids, side="right") - 1
-        held = np.unique(slot)
-        best = held[np.lexsort((videos[held, 2], videos[held, 1]))[-1]]
-        mine = slot == best
+        held = np.unique(np.searchsorted(videos[:, 0], ids, side="right") - 1)
+        first, last = videos[held[np.lexsort((videos[held, 3], videos[held, 2]))[-1]], :2]
+        return int(first), int(last)
+
+    def latest_track(self, ids: np.ndarray, scores: np.ndarray, until_frame: int | None = None) -> int | None:
+        """Of these tracks, the one seen last: in the latest video (`latest_block`), the latest end
+        (cut at `until_frame`), then the best score. The rows read are the videos' and the chosen
+        video's tracks among these: the cost does not grow with the number of tracks given."""
+        block = self.latest_block(ids)
+        if block is None:
+            return None
+        mine = (ids >= block[0]) & (ids <= block[1])
         spans = self.spans(ids[mine].tolist())
         return max(zip(ids[mine].tolist(), scores[mine].tolist()), key=lambda track: (
             spans[track[0]][2] if until_frame is None else min(spans[track[0]][2], until_frame), track[1]))[0]

@@ -5,6 +5,8 @@ scores every track, as vqsearch always did. From `COMPRESS_FROM` on it is an inv
 scalar-quantised vectors (`IVF{nlist},SQ8`, FAISS's index factory, inner product), trained on a
 sample of the stored vectors. Its lists are memory-mapped when read (`faiss.IO_FLAG_MMAP`), so a
 query touches the lists it probes and nothing else; the ids live in the lists (no ID map to load).
+A write never holds the lists in memory: it streams them into the next file (`list_file`), each
+list in id order. Queries walk the lists nearest first (`list_walk`).
 
 Why SQ8: on real track tokens mixed into 200k synthetic ones it kept recall@10 0.99 against exact
 search at 16 probed lists, where PQ160 (8-bit codes, 160 bytes) kept 0.82 and 4-bit PQ fast scan
@@ -13,13 +15,15 @@ or SQ4 0.5-0.8; PQ's scores are too coarse for the near-ties of an object seen o
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
+from vqsearch.list_file import GrowingLists
+
 COMPRESS_FROM = 50_000  # tracks: from here on a kind is stored compressed
 NPROBE = 64  # lists a nearest-neighbour search probes: recall@10 0.93 at 16, 0.95 at 32, 0.96 at 64 (100k tracks)
-RANGE_NPROBE = 16  # lists a range search probes first, before it deepens
 TRAIN_PER_LIST = 40  # training vectors per list (FAISS warns below 39)
 ALL = -1e30  # a range-search radius every inner product passes
 
@@ -31,7 +35,8 @@ def _faiss():
 
 
 def is_compressed(index) -> bool:
-    return isinstance(index, _faiss().IndexIVF)
+    """A compressed index, or one being written (`GrowingLists`)."""
+    return isinstance(index, (_faiss().IndexIVF, GrowingLists))
 
 
 def list_count(tracks: int) -> int:
@@ -54,20 +59,21 @@ def trained_index(sample: np.ndarray, tracks: int):
     return index
 
 
-def compressed_copy(flat, seed: int = 0):
-    """The compressed form of a flat ID-mapped index, trained on a random sample of its vectors."""
+def compressed_copy(flat, spill: Path, seed: int = 0) -> GrowingLists:
+    """The compressed form of a flat ID-mapped index, trained on a random sample of its vectors, to
+    be written (its vectors spilled to `spill`)."""
     ids = stored_ids(flat)
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(flat.ntotal, min(flat.ntotal, training_size(flat.ntotal)), replace=False))
-    index = trained_index(flat.index.reconstruct_batch(sample), flat.ntotal)
+    index = GrowingLists(trained_index(flat.index.reconstruct_batch(sample), flat.ntotal), spill)
     for part in chunks(flat.ntotal, 65536):
         index.add_with_ids(flat.index.reconstruct_n(part.start, part.stop - part.start), ids[part])
     return index
 
 
-def stored_form(flat):
+def stored_form(flat, spill: Path):
     """A flat ID-mapped index as the store keeps it: itself below COMPRESS_FROM vectors, else compressed."""
-    return compressed_copy(flat) if flat.ntotal >= COMPRESS_FROM else flat
+    return compressed_copy(flat, spill) if flat.ntotal >= COMPRESS_FROM else flat
 
 
 def stored_ids(index) -> np.ndarray:
@@ -102,36 +108,15 @@ def _ivf_params(index, nprobe: int, selector=None):
 
 
 def scores_of(index, query: np.ndarray, ids: np.ndarray) -> dict[int, float]:
-    """{id: inner product with `query`} for these ids: a flat index reads their vectors, a
-    compressed one scans every list for them (no id is missed, none decoded twice)."""
+    """{id: inner product with `query`} for these ids of a compressed index: every list is scanned
+    for them (no id is missed, none decoded twice)."""
     faiss = _faiss()
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if not len(ids):
         return {}
-    if not is_compressed(index):
-        return dict(zip(ids.tolist(), (index.reconstruct_batch(ids) @ query).tolist()))
     selector = faiss.IDSelectorBatch(ids)
     _, sims, found = index.range_search(query[None], ALL, params=_ivf_params(index, index.nlist, selector))
     return dict(zip(found.tolist(), sims.tolist()))
-
-
-def within(index, query: np.ndarray, radius: float, base_rate: float) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, similarities) of every track at `radius` or more from `query` in a compressed index:
-    no cap on how many.
-
-    They are found in the lists nearest the query, probing twice as many lists
-    while the lists last added still hold them more densely than twice `base_rate` (the share of
-    all tracks at `radius` or more, from the background sample): an object seen ten thousand times
-    fills the lists around it, and the deepening stops where its lists give way to lists that
-    hold only the chance matches every list holds."""
-    nprobe, found, probed = RANGE_NPROBE, 0, 0
-    while True:
-        _, sims, ids = index.range_search(query[None], radius, params=_ivf_params(index, nprobe))
-        _, lists = index.quantizer.search(query[None], min(nprobe, index.nlist))
-        size = sum(index.invlists.list_size(int(number)) for number in lists[0] if number >= 0)
-        if nprobe >= index.nlist or len(ids) - found <= 2 * base_rate * (size - probed):
-            return ids, sims
-        nprobe, found, probed = 2 * nprobe, len(ids), size
 
 
 def nearest(index, query: np.ndarray, k: int, selector=None) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,7 @@ NOISE_TERMS = 8  # prototype deviations summed into a track's noise
 ISOTROPIC = 0.15  # norm of the isotropic noise
 PLANTED_APART = 0.5  # prototypes this close to the planted crop stay out of scenes
 BOXES = 5  # boxes per track
+TRAINING_SPREAD = 4  # the training sample comes from this many times as many videos as it would fill
 FPS = 30.0
 FRAME = (1280, 720)
 
@@ -96,10 +97,12 @@ class SyntheticStore:
             protos = self.prototypes.vectors[kind]
             base = weight * protos[first] + (1 - weight) * protos[second]
             base[planted] = self.planted.tokens[kind]
-            noise = sum(rng.standard_normal((len(first), 1)) * (protos[rng.integers(0, len(protos), len(first))]
-                                                                  - self.means[kind]) for _ in range(NOISE_TERMS))
-            noise = spread * noise / np.sqrt(NOISE_TERMS)
-            noise += ISOTROPIC * rng.standard_normal(base.shape) / np.sqrt(base.shape[1])
+            noise = np.zeros(base.shape, np.float32)  # summed in float32: a float64 sum took most of the build
+            for _ in range(NOISE_TERMS):
+                scale = rng.standard_normal((len(first), 1)).astype(np.float32)
+                noise += scale * (protos[rng.integers(0, len(protos), len(first))] - self.means[kind])
+            noise *= (spread / np.sqrt(NOISE_TERMS)).astype(np.float32)
+            noise += (ISOTROPIC / np.sqrt(base.shape[1]) * rng.standard_normal(base.shape)).astype(np.float32)
             out[kind] = _unit(base + noise)
         colour = self.prototypes.vectors["colour"][first].copy()
         colour[planted] = self.planted.colour
@@ -121,11 +124,15 @@ class SyntheticStore:
         return starts, ends, boxes
 
     def training(self, count: int) -> dict[str, np.ndarray]:
-        """About `count` of the stored tracks' vectors, drawn evenly across every video: what the
-        index is trained on (each video is made twice: once for this sample, once to be stored)."""
-        share = min(1.0, count / self.tracks)
+        """About `count` of the stored tracks' vectors, a share of each of TRAINING_SPREAD times as
+        many videos as they would fill, spread evenly over the store: what the index is trained on
+        (those videos are made twice, once for this sample and once to be stored; making every
+        video twice took a third of a 10M build)."""
+        chosen = np.unique(np.linspace(0, self.videos - 1, min(self.videos, -(-TRAINING_SPREAD * count
+                                                                                // self.per_video))).round())
+        share = min(1.0, count / sum(self.video_size(int(video)) for video in chosen))
         parts = []
-        for video in range(self.videos):
+        for video in chosen.astype(int).tolist():
             made = self.vectors(self.draw(video))
             rows = np.random.default_rng([self.seed, video, 2]).random(len(made["visual"])) < share
             parts.append({kind: vectors[rows] for kind, vectors in made.items()})

@@ -30,7 +30,8 @@ MAX_OCCURRENCES = 1000  # marked on the page's timelines; more only lengthens th
 class TimelineEngine(QueryEngine):
     """The CLI's engine, which also keeps the occurrences of the last search (`found`: track id ->
     score, as the rule and the video share left them): the page's timeline marks every
-    occurrence, not only the last."""
+    occurrence, not only the last (of a compressed store, those the answer looked at: each likely
+    video's best and every one of the latest)."""
 
     found: dict[int, float] | None = None
 

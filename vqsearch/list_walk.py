@@ -1,0 +1,110 @@
+"""Searches of a compressed index that walk its lists nearest first: a query's shortlist of nearest
+tracks and, without a cap, every track at a score or more (`within`), each list scanned once.
+
+A `Walk` ranks every list by its centroid's similarity to the query, once. Its shortlist is the k
+nearest tracks of the first NPROBE lists, each with the rank of its list (FAISS's store pairs).
+When those lists hold fewer than k tracks, or the k-th is below a score, the shortlist holds every
+track of those lists at that score or more, and `within` takes its first steps from it rather than
+scanning the same lists again (a nearest-neighbour scan of 64 lists was most of a query's time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from vqsearch.vector_index import NPROBE
+
+RANGE_NPROBE = 16  # lists a range search probes first, before it deepens
+
+
+@dataclass
+class Shortlist:
+    """The nearest tracks of a walk's first `depth` lists, best first, and their lists' ranks."""
+
+    ids: np.ndarray
+    sims: np.ndarray
+    ranks: np.ndarray
+    depth: int
+    full: bool  # as many tracks as asked for: lists may hold more beyond the last
+
+    def holds_all_from(self, radius: float) -> bool:
+        """Whether every track of its lists at `radius` or more is here."""
+        return not self.full or float(self.sims[-1]) < radius
+
+
+class Walk:
+    """One query's walk through a compressed index's lists, nearest first."""
+
+    def __init__(self, index, query: np.ndarray, in_id_order: bool = True) -> None:
+        self.index, self.in_id_order = index, in_id_order  # whether each list holds its ids ascending
+        self.query = np.ascontiguousarray(query[None], dtype=np.float32)
+        self.coarse, self.lists = index.quantizer.search(self.query, index.nlist)
+        self.rank = np.empty(index.nlist, np.int64)
+        self.rank[self.lists[0]] = np.arange(index.nlist)
+
+    @staticmethod
+    def _params(count: int, selector=None):
+        import faiss
+
+        return faiss.SearchParametersIVF(nprobe=count, sel=selector)
+
+    def shortlist(self, k: int) -> Shortlist:
+        """The `k` nearest tracks of the first NPROBE lists (`vector_index.nearest`'s)."""
+        import faiss
+
+        depth = min(NPROBE, self.index.nlist)
+        sims, pairs = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
+        self.index.search_preassigned_c(
+            1, faiss.swig_ptr(self.query), k, faiss.swig_ptr(np.ascontiguousarray(self.lists[:, :depth])),
+            faiss.swig_ptr(np.ascontiguousarray(self.coarse[:, :depth])), faiss.swig_ptr(sims),
+            faiss.swig_ptr(pairs), True, self._params(depth))
+        pairs = pairs[0][pairs[0] >= 0]
+        numbers, offsets = pairs >> 32, pairs & 0xFFFFFFFF
+        lists = self.index.invlists
+        ids = np.array([lists.get_single_id(int(number), int(offset)) for number, offset in zip(numbers, offsets)],
+                       np.int64)
+        return Shortlist(ids, sims[0][:len(ids)], self.rank[numbers], depth, len(ids) == k)
+
+    def within(self, radius: float, base_rate: float, block: tuple[int, int] | None = None,
+               known: Shortlist | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, similarities) of every track at `radius` or more (with `block`, of the ids
+        first..last only): no cap on how many.
+
+        They are found in the lists nearest the query, probing twice as many lists
+        while the lists last added still hold them more densely than twice `base_rate` (the share
+        of all tracks at `radius` or more, from the background sample): an object seen ten
+        thousand times fills the lists around it, and the deepening stops where its lists give way
+        to lists that hold only the chance matches every list holds. The steps within a `known`
+        shortlist that holds them all are taken from it. A block is read as a stretch of each list
+        when the lists hold their ids in ascending order (`GrowingLists` writes them so), else each
+        list's ids are all checked; its share of a list is taken to be its share of the store."""
+        import faiss
+
+        index = self.index
+        selector = None if block is None else faiss.IDSelectorRange(block[0], block[1] + 1, self.in_id_order)
+        share = 1.0 if block is None else (block[1] - block[0] + 1) / max(index.ntotal, 1)
+        known = known if known is not None and known.holds_all_from(radius) else None
+        found: list[tuple[np.ndarray, np.ndarray]] = []
+        start, stop = 0, RANGE_NPROBE
+        while True:
+            new = np.ascontiguousarray(self.lists[:, start:stop])
+            if known is not None and stop <= known.depth:
+                taken = (known.ranks >= start) & (known.ranks < stop) & (known.sims >= radius)
+                if block is not None:
+                    taken &= (known.ids >= block[0]) & (known.ids <= block[1])
+                found.append((known.ids[taken], known.sims[taken]))
+            else:
+                result = faiss.RangeSearchResult(1)
+                index.range_search_preassigned_c(
+                    1, faiss.swig_ptr(self.query), radius, faiss.swig_ptr(new),
+                    faiss.swig_ptr(np.ascontiguousarray(self.coarse[:, start:stop])), result, False,
+                    self._params(new.shape[1], selector))
+                count = int(faiss.rev_swig_ptr(result.lims, 2)[1])
+                found.append((faiss.rev_swig_ptr(result.labels, count).copy(),
+                              faiss.rev_swig_ptr(result.distances, count).copy()))
+            size = share * sum(index.invlists.list_size(int(number)) for number in new[0] if number >= 0)
+            if stop >= index.nlist or len(found[-1][0]) <= 2 * base_rate * size:
+                return np.concatenate([ids for ids, _ in found]), np.concatenate([sims for _, sims in found])
+            start, stop = stop, 2 * stop
