@@ -793,17 +793,20 @@ class Store:
                 for row, track_id in enumerate(ids.tolist())])
 
     def add_many(self, model_name: str, videos: Iterable[BulkVideo], tracks: int, training: dict[str, np.ndarray],
-                 compress_from: int = COMPRESS_FROM) -> None:
+                 compress_from: int = COMPRESS_FROM, text_space: str | None = None) -> None:
         """Add many videos to an empty index in one write, as they stream (the scale benchmark's
         builder): rows inserted in bulk, vectors added to indexes in their stored form for `tracks`
         tracks (from `compress_from` on, compressed and trained on `training`, a sample of the
-        vectors to come, by kind), each track joining the background sample with its share; one commit."""
+        vectors to come, by kind), each track joining the background sample with its share; one commit.
+        `text_space`: what their text vectors are made of (`SearchModel.text_space`)."""
         from vqsearch.vector_index import trained_index
 
         with self._write() as session:
             if _generation(self._meta(session)) or session.scalar(select(func.count(Video.id))):
                 raise VQSearchError(f"the index at {self.root} is not empty: add many videos to a new --db only")
             session.merge(Meta(key="model", value=model_name))
+            if text_space is not None and "text" in training:
+                session.merge(Meta(key="text_space", value=text_space))
             compressed = tracks >= compress_from
             indexes = {kind: self._growing(kind, trained_index(sample, tracks)) if compressed
                        else _new_index(sample.shape[1]) for kind, sample in training.items()}

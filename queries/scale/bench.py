@@ -162,7 +162,8 @@ def build(engine: QueryEngine, db: Path, tracks: int, real: Path, crop: Path, te
                              "region_tokens": len(ends), "recorded_at": 1.7e9 + video * DAY / 8},
                             starts, ends, boxes, vectors)
 
-    engine.store.add_many(model.name, videos(), tracks, training, compress_from)
+    engine.store.add_many(model.name, videos(), tracks, training, compress_from,
+                          text_space=Store.open(real).text_space)  # the text vectors are drawn around REAL's
     figures = {"tracks": tracks, "planted": len(synthetic.planted_tracks),
                "build_s": round(time.perf_counter() - started, 1),
                "disk_mb": round(sum(path.stat().st_size for path in db.iterdir() if path.is_file()) / 2**20, 1)}
