@@ -424,14 +424,15 @@ class Store:
         """Refuse to mix models in one index."""
         self._refuse_other_model(self.model_name, name)
 
-    def _refuse_other_text_space(self, meta: dict[str, str], space: str, *others: str) -> None:
-        """Refuse text tokens made of other label texts than the stored ones: their similarities
-        would not compare."""
+    def _refuse_other_text_space(self, meta: dict[str, str], spaces: set[str]) -> None:
+        """Refuse text tokens made of other label texts than the stored ones (or than each other):
+        their similarities would not compare."""
         stored = meta.get("text_space")
-        if others or ("text" in committed_kinds(meta, self.root) and stored != space):
+        if len(spaces) > 1 or ("text" in committed_kinds(meta, self.root) and {stored} != spaces):
             raise VQSearchError(
                 f"the index at {self.name} holds text tokens made with {stored or 'older label texts'}, and this "
-                f"vqsearch makes them with {space}: index into a new --db, or remove its videos and index them again")
+                f"vqsearch makes them with {', '.join(sorted(spaces))}: index into a new --db, or remove its videos "
+                "and index them again")
 
     def _refuse_other_model(self, built: str | None, name: str) -> None:
         if built is not None and built != name:
@@ -717,7 +718,7 @@ class Store:
             session.merge(Meta(key="model", value=model_name))
             spaces = {result.text_space for _, result in videos if result.text is not None} - {None}
             if spaces:
-                self._refuse_other_text_space(meta, *spaces)
+                self._refuse_other_text_space(meta, spaces)
                 session.merge(Meta(key="text_space", value=spaces.pop()))
             self._vectors = None  # another process may have written since we read
             result = videos[0][1]

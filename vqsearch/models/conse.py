@@ -55,12 +55,14 @@ def label_embeddings(text_encoder: TextEncoder, fingerprint: str) -> np.ndarray:
 
 
 def label_texts() -> list[str]:
-    """What each label is embedded from: an ImageNet class as its WordNet synonyms and definition,
-    a COCO class as its name. Why: ImageNet's short names are ambiguous ("pot" is a flowerpot, "kite"
-    a hawk, two classes are "crane") and a kettle query matched a flowerpot by name alone."""
+    """What each label is embedded from, in `label_names()` order: an ImageNet class as its WordNet
+    synonyms and definition, a COCO class as its name. Why: ImageNet's short names are ambiguous
+    ("pot" is a flowerpot, "kite" a hawk) and a kettle query matched a flowerpot by name alone."""
+    from vqsearch.models.detector import CocoDetector
+
     lemmas, definitions = _timm_table("imagenet_synset_to_lemma.txt"), _timm_table("imagenet_synset_to_definition.txt")
     imagenet = [f"{lemmas[wnid]}: {definitions[wnid]}" for wnid in _timm_info("imagenet_synsets.txt").split()]
-    return imagenet + label_names()[len(imagenet):]
+    return imagenet + list(CocoDetector.labels)
 
 
 def _timm_info(name: str) -> str:
@@ -163,12 +165,18 @@ class LabelSpaceQueries:
         """The labels of people (COCO's person, ImageNet's groom, scuba diver, ballplayer)."""
         return frozenset(self._table["classes"].get("person", ()))
 
-    def head(self, query: str) -> str | None:
-        """The query's head noun (`vqsearch.models.wordnet.parse_phrase`) as a WordNet lemma."""
-        from vqsearch.models.wordnet import head_noun
+    @lru_cache(maxsize=16)
+    def parse(self, query: str) -> tuple[str | None, list[str]]:
+        """(head noun, the other nouns) of a query as WordNet lemmas (`vqsearch.models.wordnet.parse_phrase`;
+        read by `encode` and `context`: parsed once)."""
+        from vqsearch.models.wordnet import parse_phrase
 
         classes, exceptions = self.vocabulary
-        return head_noun(query, classes, exceptions)
+        return parse_phrase(query, classes, exceptions)
+
+    def head(self, query: str) -> str | None:
+        """The query's head noun as a WordNet lemma."""
+        return self.parse(query)[0]
 
     def classes(self, query: str) -> list[int]:
         """Labels the query's head noun stands for in WordNet (none: no head noun)."""
@@ -180,10 +188,9 @@ class LabelSpaceQueries:
         nouns it names ("kite surfer": a kite; "children on a bed": a bed) and, for a person word
         more specific than "person", the labels that word implies (`implied`); None: neither."""
         from vqsearch.colours import SYNONYMS
-        from vqsearch.models.wordnet import parse_phrase
 
-        classes, exceptions = self.vocabulary
-        head, others = parse_phrase(query, classes, exceptions)
+        classes, _ = self.vocabulary
+        head, others = self.parse(query)
         tokens = [self._head(classes[noun]) for noun in others if noun not in SYNONYMS]
         if head in self.specific and set(classes[head]) <= self.people:
             tokens += list(self.implied(query))
