@@ -12,7 +12,8 @@ right `last_seen`:
 - crop and both: B, the same object's reappearance (another dog is another object);
 - text: the last recorded video of any sequence with that title ("dog": dog or libby).
 Recording times are drawn at random (`--orders` of them, A before B each time) and written to the
-store's `recorded_at`, which orders "last seen" across videos; figures are means over orders.
+store's `recorded_at`, which orders "last seen" across videos; figures are means over orders,
+in all and per sequence (which objects fail, and in which mode).
 
 Beside the engine, on the same videos, what a user could write without the index:
 - crop: per sampled frame the best stride-32 cell cosine with the crop's token; last seen is the
@@ -139,6 +140,7 @@ def main() -> None:
         queries += [("crop", s, None, token), ("text", s, titles[s], None), ("both", s, titles[s], token)]
 
     right: dict[str, list[float]] = {mode: [] for mode in ("crop", "text", "both")}
+    by_sequence: dict[tuple[str, str], list[bool]] = {}  # (mode, sequence): right per order
     baseline: dict[str, list[float]] = {f"crop >{t}": [] for t in BASELINE_THRESHOLDS} | {"text best match": []}
     latencies = []
     for times in recording_orders(sequences, args.orders):
@@ -156,6 +158,7 @@ def main() -> None:
             else:
                 want = f"{s}-B.mp4"
             right[mode].append(last is not None and Path(last.video).name == want)
+            by_sequence.setdefault((mode, s), []).append(right[mode][-1])
             if mode == "crop":
                 best = {name: float((c @ token).max()) for name, c in cells.items()}
                 for t in BASELINE_THRESHOLDS:
@@ -169,7 +172,9 @@ def main() -> None:
     report = {"videos": len(videos), "sequences": len(sequences), "orders": args.orders,
               "engine": {mode: round(float(np.mean(v)), 3) for mode, v in right.items()},
               "baseline": {name: round(float(np.mean(v)), 3) for name, v in baseline.items()},
-              "answer_ms_median": round(float(np.median(latencies)) * 1000, 1)}
+              "answer_ms_median": round(float(np.median(latencies)) * 1000, 1),
+              "per_sequence": {s: {mode: round(float(np.mean(by_sequence[mode, s])), 3) for mode in right}
+                               for s in sequences}}
     if args.json:
         print(json.dumps(report))
         return
@@ -182,6 +187,9 @@ def main() -> None:
     print(f"| text | {report['engine']['text']:.0%} | {report['baseline']['text best match']:.0%} (best match) |")
     print(f"| crop + text | {report['engine']['both']:.0%} | - |")
     print(f"engine answer (index, no relocation), median {report['answer_ms_median']} ms")
+    print("\nper sequence (title), last_seen right: crop / text / both")
+    for s, modes in report["per_sequence"].items():
+        print(f"  {s:20s} {titles[s]:16s} " + " / ".join(f"{modes[m]:4.0%}" for m in ("crop", "text", "both")))
 
 
 if __name__ == "__main__":
