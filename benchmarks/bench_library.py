@@ -109,7 +109,7 @@ def set_recording_times(store, times: dict[str, float]) -> None:
     """Writes `recorded_at` per video (by file name): the benchmark's stand-in for when each was filmed."""
     from sqlalchemy import update
 
-    from vqsearch.store import Video
+    from vqsearch.schema import Video
 
     with store.engine.begin() as connection:
         for video, _ in store.videos():

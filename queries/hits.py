@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from vqsearch.store import TrackRow
+    from vqsearch.schema import TrackRow
 
 
 @dataclass

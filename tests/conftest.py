@@ -54,7 +54,7 @@ def downgrade(db: Path | str, version: str) -> None:
     from alembic import command
     from sqlalchemy import text
 
-    from vqsearch.database import locate
+    from vqsearch.store import locate
     from vqsearch.migrations import config
 
     index = locate(db)

@@ -27,7 +27,8 @@ from pg_server import PASSWORD, Server, free_port, pg_bin, running_server
 from test_faults import KILL_AT
 from test_store import _indexed, _state, _tables, video_files, write_lock_held  # noqa: F401 (a fixture)
 from vqsearch.errors import VQSearchError
-from vqsearch.store import SCHEMA_VERSION, Store
+from vqsearch.schema import SCHEMA_VERSION
+from vqsearch.store import Store
 
 CLIPS = ("02_cups.mp4", "bedroom.mp4")
 

@@ -17,7 +17,8 @@ from indexer.video import VideoInfo
 from test_store_guard import _files
 from vqsearch.errors import VQSearchError
 from vqsearch.merge import FrameRegions, Track
-from vqsearch.store import SCHEMA_VERSION, Store
+from vqsearch.schema import SCHEMA_VERSION
+from vqsearch.store import Store
 
 
 def _indexed(path: Path, tracks: int, seed: int, text: bool = True) -> IndexedVideo:
@@ -230,7 +231,7 @@ def _tables(db: Path | str) -> dict[str, tuple]:
     """Every table's columns, indexes and foreign keys, as the index's database holds them."""
     from sqlalchemy import inspect
 
-    from vqsearch.database import locate
+    from vqsearch.store import locate
 
     engine = locate(db).engine()
     found = inspect(engine)
@@ -248,7 +249,7 @@ def test_the_migrations_are_the_schema_versions():
     from alembic.script import ScriptDirectory
 
     from vqsearch import migrations
-    from vqsearch.store import KNOWN_SCHEMAS, SCHEMA_VERSION
+    from vqsearch.schema import KNOWN_SCHEMAS, SCHEMA_VERSION
 
     script = ScriptDirectory(str(Path(migrations.__file__).parent))
     assert [r.revision for r in reversed(list(script.walk_revisions()))] == list(KNOWN_SCHEMAS)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import downgrade, vqsearch
-from vqsearch.store import SCHEMA_VERSION
+from vqsearch.schema import SCHEMA_VERSION
 
 pytestmark = pytest.mark.slow
 

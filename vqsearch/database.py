@@ -1,13 +1,12 @@
-"""Where an index's metadata lives, as `--db` says: a directory (its `index.sqlite` beside the FAISS
-files) or a PostgreSQL URL (`vqsearch.postgres`) whose `vectors` parameter names the FAISS files'
-directory. The store is the same on both; what differs is here: the engine, reading what the
-database holds before anything trusts it, the write lock, and how a read keeps a writer from
-committing or sweeping the files it reads about."""
+"""Where an index's metadata lives, as `--db` says (`vqsearch.store.locate`): a directory (its
+`index.sqlite` beside the FAISS files) or a PostgreSQL URL (`vqsearch.postgres`) whose `vectors`
+parameter names the FAISS files' directory. The store is the same on both; what differs is here:
+the engine, reading what the database holds before anything trusts it, the write lock, and how a
+read keeps a writer from committing or sweeping the files it reads about."""
 
 from __future__ import annotations
 
 import fcntl
-import re
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -19,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from vqsearch.errors import VQSearchError
 
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 MARKER = "vqsearch-index-id"  # in an index's vectors directory on PostgreSQL: the id its database records
 
 
@@ -160,12 +158,3 @@ class Directory(Database):
         engine.dispose()
         for name in ("index.sqlite", "index.sqlite-journal", ".lock"):
             (self.vectors / name).unlink(missing_ok=True)
-
-
-def locate(db: str | Path) -> Database:
-    """The index `--db` names: a SQLAlchemy URL (PostgreSQL), else a directory."""
-    if isinstance(db, str) and _URL.match(db):
-        from vqsearch.postgres import Postgres
-
-        return Postgres.from_url(db)
-    return Directory(Path(db))

@@ -147,7 +147,7 @@ class Postgres(Database):
         write_meta(session.connection(), vectors_id=made)
 
     def discard(self, engine: Engine) -> None:
-        from vqsearch.store import Base
+        from vqsearch.schema import Base
 
         with engine.begin() as connection:
             Base.metadata.drop_all(connection)

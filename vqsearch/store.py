@@ -24,6 +24,7 @@ vectors are lost.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 from collections import Counter
@@ -33,121 +34,35 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
 import numpy as np
-from sqlalchemy import (BigInteger, Float, ForeignKey, Integer, LargeBinary, String, Table, delete, func, insert,
-                        inspect, select)
+from sqlalchemy import Table, delete, func, insert, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
+from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
-from vqsearch.database import Catalogue, Database, locate
+from vqsearch.database import Catalogue, Database, Directory
 from vqsearch.errors import VQSearchError
 from vqsearch.list_file import GrowingLists
+from vqsearch.schema import (KINDS, KNOWN_SCHEMAS, SCHEMA_VERSION, BackgroundTrack, Base, Meta, Observation,
+                             PartialVideo, ShotCut, TrackRow, Video, committed_kinds, faiss_name, generation_of)
 from vqsearch.vector_index import (COMPRESS_FROM, all_vectors, chunks, compressed_copy, is_compressed, stored_form,
                                    stored_ids, vectors_of)
 
 if TYPE_CHECKING:
     from indexer.pipeline import IndexedVideo
 
-# 2: shot cuts per video; 3: track colours (older indexes read without them); 4: each generation
-# names its files (`kinds`) and track ids are never reused (`repair` relies on both; a vqsearch
-# that knows only 1-3 refuses it); 5: compressed vector files, each video's block of track ids, the
-# background sample. Each is a revision of the same name in vqsearch/migrations.
-SCHEMA_VERSION = "5"
 BACKGROUND_SAMPLE = 4096  # tracks in a compressed store's background sample (median, MAD of a query)
 
-# Track and observation ids: SQLite's INTEGER is 64-bit, PostgreSQL's 32 (an index on PostgreSQL
-# is always made whole by this vqsearch, so its type needs no migration).
-RowId = Integer().with_variant(BigInteger(), "postgresql")
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Meta(Base):
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String, primary_key=True)
-    value: Mapped[str] = mapped_column(String)
-
-
-class Video(Base):
-    __tablename__ = "videos"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String)                    # as given to `index`
-    abs_path: Mapped[str] = mapped_column(String, unique=True)
-    fingerprint: Mapped[str] = mapped_column(String)             # size:mtime of the file indexed
-    frames: Mapped[int] = mapped_column(Integer)
-    fps: Mapped[float] = mapped_column(Float)
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    sample_fps: Mapped[float] = mapped_column(Float)
-    frames_sampled: Mapped[int] = mapped_column(Integer)
-    patch_tokens: Mapped[int] = mapped_column(Integer)
-    region_tokens: Mapped[int] = mapped_column(Integer)
-    recorded_at: Mapped[float] = mapped_column(Float)            # file mtime: orders "last seen" across videos
-    # its tracks are ids first..last (schema 5 on; deferred: reads of older schemas never ask for them)
-    first_track_id: Mapped[int | None] = mapped_column(RowId, deferred=True)
-    last_track_id: Mapped[int | None] = mapped_column(RowId, deferred=True)
-    tracks: Mapped[list[TrackRow]] = relationship(back_populates="video", cascade="all, delete-orphan",
-                                                  passive_deletes=True)
-    cuts: Mapped[list[ShotCut]] = relationship(cascade="all, delete-orphan", passive_deletes=True,
-                                               order_by="ShotCut.after")
-    gap: Mapped[PartialVideo | None] = relationship(cascade="all, delete-orphan", passive_deletes=True)
-
-
-class PartialVideo(Base):
-    """A video indexed with --allow-partial: its container declared more frames than decoded."""
-
-    __tablename__ = "partial_videos"
-    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), primary_key=True)
-    declared_frames: Mapped[int] = mapped_column(Integer)
-
-
-class ShotCut(Base):
-    """A shot cut lies between sampled frames `before` and `after`: answers never cross it."""
-
-    __tablename__ = "shot_cuts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
-    before: Mapped[int] = mapped_column(Integer)
-    after: Mapped[int] = mapped_column(Integer)
-
-
-class TrackRow(Base):
-    __tablename__ = "tracks"
-    id: Mapped[int] = mapped_column(RowId, primary_key=True)
-    video_id: Mapped[int] = mapped_column(ForeignKey("videos.id", ondelete="CASCADE"), index=True)
-    start_frame: Mapped[int] = mapped_column(Integer)
-    end_frame: Mapped[int] = mapped_column(Integer)
-    video: Mapped[Video] = relationship(back_populates="tracks")
-    observations: Mapped[list[Observation]] = relationship(
-        cascade="all, delete-orphan", passive_deletes=True, order_by="Observation.frame")
-
-
-class Observation(Base):
-    __tablename__ = "observations"
-    id: Mapped[int] = mapped_column(RowId, primary_key=True)
-    track_id: Mapped[int] = mapped_column(RowId, ForeignKey("tracks.id", ondelete="CASCADE"), index=True)
-    frame: Mapped[int] = mapped_column(Integer)
-    x: Mapped[float] = mapped_column(Float)
-    y: Mapped[float] = mapped_column(Float)
-    width: Mapped[float] = mapped_column(Float)
-    height: Mapped[float] = mapped_column(Float)
-
-
-class BackgroundTrack(Base):
-    """A track of a compressed store's fixed random sample, with its exact vectors (float32 bytes):
-    a query's median and spread over the store are estimated from these (`queries.engine`)."""
-
-    __tablename__ = "background_tracks"
-    track_id: Mapped[int] = mapped_column(RowId, ForeignKey("tracks.id", ondelete="CASCADE"), primary_key=True)
-    visual: Mapped[bytes] = mapped_column(LargeBinary)
-    text: Mapped[bytes | None] = mapped_column(LargeBinary)
-    colour: Mapped[bytes | None] = mapped_column(LargeBinary)
-
-
-KNOWN_SCHEMAS = ("1", "2", "3", "4", "5")
 _TABLES = {"meta", "videos", "tracks", "observations"}
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def locate(db: str | Path) -> Database:
+    """The index `--db` names: a SQLAlchemy URL (PostgreSQL), else a directory."""
+    if isinstance(db, str) and _URL.match(db):
+        from vqsearch.postgres import Postgres
+
+        return Postgres.from_url(db)
+    return Directory(Path(db))
 
 
 def _refuse_unknown(db: Database, found: Catalogue) -> None:
@@ -221,30 +136,6 @@ def _fsync(path: Path) -> None:
         os.fsync(handle)
     finally:
         os.close(handle)
-
-
-KINDS = ("visual", "text", "colour")
-
-
-def _generation(meta: dict[str, str]) -> int:
-    """The committed generation (0: no vectors were ever written)."""
-    return int(meta.get("generation", "0"))
-
-
-def _faiss_name(kind: str, generation: int) -> str:
-    return f"{kind}-{generation}.faiss"
-
-
-def committed_kinds(meta: dict[str, str], root: Path) -> list[str]:
-    """The kinds of FAISS file the committed generation names: those `kinds` lists (schema 4); an
-    index written before names visual, colour from schema 3 on, and text when its file is there."""
-    generation = _generation(meta)
-    if generation == 0:
-        return []
-    if "kinds" in meta:
-        return [kind for kind in KINDS if kind in meta["kinds"].split(",")]
-    return [kind for kind in KINDS if kind == "visual" or (kind == "colour" and meta.get("schema") == "3")
-            or (kind == "text" and (root / _faiss_name(kind, generation)).exists())]
 
 
 @dataclass
@@ -388,7 +279,7 @@ class Store:
         they hold nothing else."""
         with Session(self.engine) as session:
             try:
-                if _generation(self._meta(session)):
+                if generation_of(self._meta(session)):
                     return
             except SQLAlchemyError:  # its tables were never made
                 pass
@@ -464,11 +355,11 @@ class Store:
 
     # --- vectors ------------------------------------------------------------------------------
     def _faiss_path(self, kind: str, generation: int) -> Path:
-        return self.root / _faiss_name(kind, generation)
+        return self.root / faiss_name(kind, generation)
 
     def _committed_files(self, meta: dict[str, str]) -> dict[str, Path]:
         """The FAISS files the committed generation names, by kind."""
-        return {kind: self._faiss_path(kind, _generation(meta)) for kind in committed_kinds(meta, self.root)}
+        return {kind: self._faiss_path(kind, generation_of(meta)) for kind in committed_kinds(meta, self.root)}
 
     @contextmanager
     def _snapshot(self) -> Iterator[Session]:
@@ -484,8 +375,8 @@ class Store:
         with self._snapshot() as session:
             meta = self._meta(session)
             files = self._committed_files(meta)
-            if self._vectors is None or self._vectors_generation != _generation(meta):
-                self._vectors, self._vectors_generation = Vectors(), _generation(meta)
+            if self._vectors is None or self._vectors_generation != generation_of(meta):
+                self._vectors, self._vectors_generation = Vectors(), generation_of(meta)
             try:
                 for kind in (kind for kind in kinds if kind in files and getattr(self._vectors, kind) is None):
                     setattr(self._vectors, kind, _load_index(files[kind]))
@@ -559,7 +450,7 @@ class Store:
             return Health(
                 videos=session.scalar(select(func.count(Video.id))),
                 tracks=session.scalar(select(func.count(TrackRow.id))),
-                model=meta.get("model"), schema=meta.get("schema"), generation=_generation(meta),
+                model=meta.get("model"), schema=meta.get("schema"), generation=generation_of(meta),
                 files=[path.name for path in files.values()], problems=problems,
                 orphans=sorted(path.name for path in self.root.glob("*.faiss*") if path not in files.values()))
 
@@ -639,7 +530,7 @@ class Store:
         and their directory are synced first, so what the commit names survives a power cut."""
         import faiss
 
-        new = _generation(self._meta(session)) + 1
+        new = generation_of(self._meta(session)) + 1
         try:
             for kind, index in indexes.items():
                 path = self._faiss_path(kind, new)
@@ -803,7 +694,7 @@ class Store:
         from vqsearch.vector_index import trained_index
 
         with self._write() as session:
-            if _generation(self._meta(session)) or session.scalar(select(func.count(Video.id))):
+            if generation_of(self._meta(session)) or session.scalar(select(func.count(Video.id))):
                 raise VQSearchError(f"the index at {self.root} is not empty: add many videos to a new --db only")
             session.merge(Meta(key="model", value=model_name))
             if text_space is not None and "text" in training:
@@ -867,7 +758,7 @@ class Store:
             if not orphan_rows and not self._vector_problems(session):
                 return None
             meta = self._meta(session)
-            generation = _generation(meta)
+            generation = generation_of(meta)
             tracks = session.execute(select(TrackRow.id, TrackRow.video_id)).all()
             ids = {track_id for track_id, _ in tracks}
             gathered = {kind: self._gather(kind, generation, int(meta.get("unique_ids_from", "0")), ids)
@@ -945,9 +836,9 @@ class Store:
 
     def video_count(self) -> int:
         """How many videos the index holds (kept per generation of the vectors last read)."""
-        return self._per_generation("videos", lambda session: session.scalar(select(func.count(Video.id))))
+        return self._pergeneration_of("videos", lambda session: session.scalar(select(func.count(Video.id))))
 
-    def _per_generation(self, name: str, read: Callable[[Session], object]):
+    def _pergeneration_of(self, name: str, read: Callable[[Session], object]):
         """A read of the rows kept until the generation of the vectors last read changes: every
         write that changes videos commits a new generation."""
         generation, cached = self._cached
@@ -962,7 +853,7 @@ class Store:
     def _blocks(self) -> np.ndarray:
         """[videos, 4]: each video's first and last track id, recording time and id, by first track id
         (kept per generation)."""
-        return self._per_generation("blocks", lambda session: np.array(session.execute(
+        return self._pergeneration_of("blocks", lambda session: np.array(session.execute(
             select(Video.first_track_id, Video.last_track_id, Video.recorded_at, Video.id)
             .where(Video.first_track_id.is_not(None)).order_by(Video.first_track_id)).all(),
             dtype=np.float64).reshape(-1, 4))
@@ -971,7 +862,7 @@ class Store:
         """Whether each list of the compressed files holds its ids in ascending order: so every
         generation this vqsearch wrote (`GrowingLists`); one written before may not be (FAISS
         removed ids by moving a list's last one into the gap) until its next write."""
-        return self._per_generation("lists", lambda session: self._meta(session).get("lists") == "id order")
+        return self._pergeneration_of("lists", lambda session: self._meta(session).get("lists") == "id order")
 
     def video_ids(self, ids: np.ndarray) -> np.ndarray:
         """The video id of each of these tracks, by the videos' blocks of ids (schema 5)."""

@@ -130,7 +130,8 @@ def run_vq2d(
     from queries.engine import QueryEngine
     from queries.relocate import relocate as relocate_hit
     from vqsearch.models.factory import create_model, get_config
-    from vqsearch.store import SCHEMA_VERSION, Store, file_fingerprint
+    from vqsearch.schema import SCHEMA_VERSION
+    from vqsearch.store import Store, file_fingerprint
 
     start = time.perf_counter()
     annotations_path, clips_dir, out_path = Path(annotations_path), Path(clips_dir), Path(out_path)

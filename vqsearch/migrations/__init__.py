@@ -24,7 +24,7 @@ def upgrade(connection: Connection, vectors: Path) -> None:
     in the caller's transaction. A new one gets today's tables whole (`create_all`), marked as the
     newest; an index from before the migrations is stamped from its `schema` meta (1 when it has
     none) and upgraded from there. Alembic is loaded only when there is something to do."""
-    from vqsearch.store import SCHEMA_VERSION, Base
+    from vqsearch.schema import SCHEMA_VERSION, Base
 
     tables = set(inspect(connection).get_table_names())
     revision = (connection.scalar(text("SELECT version_num FROM alembic_version"))
@@ -83,7 +83,7 @@ def pin_kinds(connection: Connection) -> None:
     being left still names them: schema 3's rule adds a colour file, 4's reads `kinds` alone."""
     from alembic import op
 
-    from vqsearch.store import committed_kinds
+    from vqsearch.schema import committed_kinds
 
     meta = read_meta(connection)
     kinds = committed_kinds(meta, op.get_context().config.attributes["vectors"])

@@ -3,7 +3,7 @@ inside its transaction (there is no offline mode)."""
 
 from alembic import context
 
-from vqsearch.store import Base
+from vqsearch.schema import Base
 
 context.configure(connection=context.config.attributes["connection"], target_metadata=Base.metadata)
 with context.begin_transaction():

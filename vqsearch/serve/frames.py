@@ -18,7 +18,7 @@ import numpy as np
 
 from vqsearch.models.runtime import stamp
 from vqsearch.serve.errors import ApiError
-from vqsearch.store import Video
+from vqsearch.schema import Video
 
 OPEN_READERS = 2
 JPEG_QUALITY = 85

@@ -21,7 +21,8 @@ from queries.hits import Answer
 from vqsearch.errors import VQSearchError
 from vqsearch.models.runtime import stamp
 from vqsearch.serve.errors import ApiError
-from vqsearch.store import Store, Video
+from vqsearch.schema import Video
+from vqsearch.store import Store
 
 T = TypeVar("T")
 MAX_OCCURRENCES = 1000  # marked on the page's timelines; more only lengthens the answer
@@ -63,7 +64,8 @@ class ServedIndex:
     def __init__(self, root: str | Path, device: str = "cpu") -> None:
         from queries.relocate import Relocation
 
-        from vqsearch.database import Directory, locate
+        from vqsearch.database import Directory
+        from vqsearch.store import locate
 
         if not isinstance(locate(root), Directory):  # it notices writes by index.sqlite's stamp
             raise VQSearchError(f"vqsearch serve serves an index directory, not a database URL: {locate(root).name}")
