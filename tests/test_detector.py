@@ -84,7 +84,7 @@ def test_short_tracks_between_detector_frames_are_labelled_from_their_last_frame
     class Fake:
         labels = CocoDetector.labels
 
-        def __call__(self, frame):
+        def __call__(self, frame, threads=None):
             seen.append(int(frame[0, 0, 0]))
             return [Detection(0, 0.8, (0.0, 0.0, 0.5, 0.5))]
 

@@ -20,7 +20,6 @@ sample videos and DAVIS both gave the same 854 detections, scores and box corner
 from __future__ import annotations
 
 import importlib.util
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -79,9 +78,9 @@ class Detector(Protocol):
     embeddings: np.ndarray        # [len(labels), text dim], unit norm
     beside: np.ndarray | None     # [classifier labels, text dim]
 
-    def __call__(self, frame: np.ndarray, threads: int = 1) -> list[Detection]:
-        """One RGB uint8 frame [H, W, 3] -> its detections. `threads`: 1 while indexing, where it
-        runs beside the backbone; every core at query time, where nothing else runs."""
+    def __call__(self, frame: np.ndarray, threads: int | None = None) -> list[Detection]:
+        """One RGB uint8 frame [H, W, 3] -> its detections. `threads`: `runtime.pipeline_threads()`
+        while indexing, where it runs beside the backbone; every core (None) at query time."""
 
 
 def model_files() -> tuple[Path, Path]:
@@ -113,29 +112,20 @@ class CocoDetector:
         if not all(file.is_file() for file in self.files):
             raise VQSearchError(f"{PACKAGE} is installed without its model files ({self.files[0].parent}): reinstall it")
         self.embeddings, self.beside, self.min_score, self.side = embeddings, beside, min_score, side
-        self.fingerprint = f"{_EXPORT_VERSION}:{side}:{runtime.stamp(*self.files)}"
-        self.priors, self.variances = self._priors()
-        self._networks: dict[int, runtime.Frozen] = {}
-        self._lock = threading.Lock()  # called from the detector's stage and the last one (late labels)
+        fingerprint = f"{_EXPORT_VERSION}:{side}:{runtime.stamp(*self.files)}"
+        self.priors, self.variances = self._priors(fingerprint)
+        self.network = runtime.Compiled("ssd-mobilenet-v2-coco", fingerprint, self._export, suffix=".xml")
 
-    def __call__(self, frame: np.ndarray, threads: int = 1) -> list[Detection]:
+    def __call__(self, frame: np.ndarray, threads: int | None = None) -> list[Detection]:
         import cv2
 
         resized = cv2.resize(frame, (self.side, self.side)).astype(np.float32)[None]  # as cv2.dnn.blobFromImage
-        encodings, logits = self._network(threads).run(image=resized)
+        encodings, logits = self.network(threads).run(image=resized)
         scores = 1.0 / (1.0 + np.exp(-logits[0]))
         return [Detection(_ID_TO_CLASS[label], score, tuple(float(np.clip(v, 0.0, 1.0)) for v in box))
                 for score, label, box in detection_output(encodings.reshape(-1, 4), scores, self.priors,
                                                           self.variances, self.min_score)
                 if label in _ID_TO_CLASS]
-
-    def _network(self, threads: int) -> runtime.Frozen:
-        """The prediction graph compiled for `threads` CPU threads (one compilation per count used)."""
-        with self._lock:
-            if threads not in self._networks:
-                self._networks[threads] = runtime.compiled("ssd-mobilenet-v2-coco", self.fingerprint, self._export,
-                                                           threads=threads, suffix=".xml")
-            return self._networks[threads]
 
     def _export(self, path: Path) -> None:
         """The frozen graph cut to its prediction layers: resized image in, encodings and logits out."""
@@ -153,7 +143,7 @@ class CocoDetector:
         image.output(0).set_names({"image"})
         ov.save_model(ov.Model(model.get_results(), [image]), str(path), compress_to_fp16=False)
 
-    def _priors(self) -> tuple[np.ndarray, np.ndarray]:
+    def _priors(self, fingerprint: str) -> tuple[np.ndarray, np.ndarray]:
         """OpenCV's prior boxes [priors, 4] (x0, y0, x1, y1) and their variances, computed once by
         OpenCV from the text graph and cached."""
         def write(path: Path) -> None:
@@ -163,7 +153,7 @@ class CocoDetector:
             net.setInput(np.zeros((1, 3, self.side, self.side), np.float32))
             np.save(path, net.forward("PriorBox/concat").reshape(2, -1, 4))
 
-        priors = np.load(runtime.cached("ssd-mobilenet-v2-coco-priors", self.fingerprint, ".npy", write))
+        priors = np.load(runtime.cached("ssd-mobilenet-v2-coco-priors", fingerprint, ".npy", write))
         return priors[0], priors[1]
 
 
