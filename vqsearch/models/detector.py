@@ -12,9 +12,9 @@ reach it through the hierarchy ("woman" -> person).
 The detections are OpenCV DNN's for the same files (`readNetFromTensorflow` with the text graph,
 what this module ran before), 3x faster: OpenCV's resize in, then the frozen graph's own layers
 from its preprocessing to its box and class predictions in OpenVINO (float32), then OpenCV's
-`DetectionOutput` (its priors, box decoding and per-class NMS) in numpy. On 239 frames of the
-sample videos and DAVIS both gave the same 854 detections, scores and box corners within 1e-5
-(OpenCV's own two engines differ by 5e-6); one run on one thread: 29 ms against 86 ms.
+`DetectionOutput` (its priors, box decoding and per-class NMS) in numpy. On 370 frames of the
+sample videos and DAVIS both gave the same 1243 detections, scores and box corners within 1e-5
+(OpenCV's own two engines differ by 5e-6); one run on one thread: 30 ms against 85 ms.
 """
 
 from __future__ import annotations
