@@ -27,6 +27,7 @@ from vqsearch.colours import DIM, region_colours
 from vqsearch.merge import Track, TrackBuilder, merge_in_frame, unit
 from vqsearch.models.base import SearchModel
 from vqsearch.models.detector import Detection, Detector, box_labels, region_labels, with_labels
+from vqsearch.models.runtime import pipeline_threads
 from vqsearch.regions import grid_points, half_max_masks, mask_boxes
 
 T = TypeVar("T")
@@ -144,23 +145,25 @@ class Batch:
     detections: list[list[Detection] | None]  # on every `every`-th sampled frame, else None
 
 
-def backbone_stage(chunks: Iterator[tuple[list[int], np.ndarray]], model: SearchModel) -> Iterator[Batch]:
-    """Backbone features (with context when the text side pools regions)."""
+def backbone_stage(chunks: Iterator[tuple[list[int], np.ndarray]], model: SearchModel, threads: int
+                   ) -> Iterator[Batch]:
+    """Backbone features on `threads` CPU threads (with context when the text side pools regions)."""
     pooling = model.region_encoder.region_pooling is not None
     for chunk, frames in chunks:
         if pooling:
             features, contexts = model.backbone.features_with_context(frames)
         else:
-            features, contexts = model.backbone.features(frames), None
+            features, contexts = model.backbone.features(frames, threads), None
         yield Batch(chunk, frames, features, contexts, [None] * len(chunk))
 
 
-def detect_stage(batches: Iterator[Batch], detector: Detector | None, every: int, seen: int = 0) -> Iterator[Batch]:
-    """The detector's findings on every `every`-th sampled frame of the video; `seen`: how many
-    sampled frames come before the first batch (a segment's start)."""
+def detect_stage(batches: Iterator[Batch], detector: Detector | None, every: int, threads: int, seen: int = 0
+                 ) -> Iterator[Batch]:
+    """The detector's findings (on `threads` CPU threads) on every `every`-th sampled frame of the
+    video; `seen`: how many sampled frames come before the first batch (a segment's start)."""
     for step in batches:
         if detector is not None:
-            step.detections = [detector(step.pixels[b]) if (seen + b) % every == 0 else None
+            step.detections = [detector(step.pixels[b], threads) if (seen + b) % every == 0 else None
                                 for b in range(len(step.frames))]
         seen += len(step.frames)
         yield step
@@ -180,8 +183,9 @@ class LateLabels:
     """
 
     def __init__(self, detector: Detector | None, every: int, min_frames: int, frame_hw: tuple[int, int],
-                 hold_from: int | None = None) -> None:
+                 hold_from: int | None = None, threads: int | None = None) -> None:
         self.detector, self.min_frames, self.frame_hw, self.hold_from = detector, min_frames, frame_hw, hold_from
+        self.threads = threads
         self.frames: dict[int, np.ndarray] = {}
         self.found: dict[int, list[Detection]] = {}
         self.held: list[tuple[Track, np.ndarray]] = []
@@ -209,7 +213,7 @@ class LateLabels:
             if track.labelled_frames or (len(track.frames) < self.min_frames and not held) or last not in self.frames:
                 continue
             if last not in self.found:
-                self.found[last] = self.detector(self.frames[last])
+                self.found[last] = self.detector(self.frames[last], self.threads)
             x, y, bw, bh = track.boxes[-1]
             labels = box_labels(self.found[last], (x / w, y / h, (x + bw) / w, (y + bh) / h))
             if held:
@@ -230,8 +234,9 @@ def track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[in
     """The tracks of a video's sampled frames, or with `span` (a, b) of its sampled frames a to b
     (excluded), a segment with its edges (`indexer.segments` stitches segments back together).
 
-    A torch backbone runs on `vqsearch.models.runtime.default_threads()` threads, as the embedded
-    model's OpenVINO graphs do (`vqsearch index --threads`). BLAS runs single-threaded: the
+    A torch backbone runs on `vqsearch.models.runtime.default_threads()` threads (`vqsearch index
+    --threads`); the embedded model's OpenVINO graphs, the backbone and the detector, run at once
+    on half of them each (`pipeline_threads`). BLAS runs single-threaded: the
     per-frame matrices are small (a few hundred rows) and OpenBLAS's thread start-up cost them
     10-80x more than the arithmetic on this 2-core machine.
     """
@@ -269,12 +274,13 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
     previous: tuple[int, FrameLook] | None = None
     first_look, first_tokens = None, []
     every = max(1, round(fps / config.detect_fps))
+    threads = pipeline_threads()
     late = LateLabels(detector, every, config.min_track_frames, (info.height, info.width),
-                      hold_from=indices[0] if first > 0 else None)
+                      hold_from=indices[0] if first > 0 else None, threads=threads)
     depth = max(2, 8 // batch)  # a few frames in flight between stages, whatever the batch
     decoded = prefetch(stream(info, indices, size, batch), depth)
-    encoded = prefetch(backbone_stage(decoded, model), depth)
-    for step in prefetch(detect_stage(encoded, detector, every, first), depth):
+    encoded = prefetch(backbone_stage(decoded, model, threads), depth)
+    for step in prefetch(detect_stage(encoded, detector, every, threads, first), depth):
         features = step.features
         patch_tokens += features.shape[0] * features.shape[2] * features.shape[3]
         tokens, masks = encoder.encode(features, points)

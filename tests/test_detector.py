@@ -43,6 +43,26 @@ def test_children_on_the_bed_are_people(detector):
     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 and (x1 - x0) * (y1 - y0) < 0.5
 
 
+def test_detections_are_opencv_dnns(detector):
+    """The prediction layers on OpenVINO, then OpenCV's DetectionOutput in numpy, find what OpenCV
+    DNN (what ran the detector before) finds in the same files: the same labels, scores and boxes."""
+    import cv2
+    import decord
+
+    from vqsearch.models.detector import _ID_TO_CLASS, model_files
+
+    net = cv2.dnn.readNetFromTensorflow(*(str(file) for file in model_files()))
+    for name, index in (("bedroom.mp4", 30), ("02_cups.mp4", 120), ("04_coffee.mp4", 200)):
+        frame = decord.VideoReader(str(need_shared(VIDEOS / name)), width=512, height=288)[index].asnumpy()
+        net.setInput(cv2.dnn.blobFromImage(frame, size=(300, 300), swapRB=False))
+        expected = sorted((_ID_TO_CLASS[int(label)], score, *np.clip(box, 0, 1))
+                          for _, label, score, *box in net.forward()[0, 0]
+                          if score >= detector.min_score and int(label) in _ID_TO_CLASS)
+        found = sorted((d.label, d.score, *d.box) for d in detector(frame))
+        assert [d[0] for d in found] == [d[0] for d in expected] and expected, name
+        assert np.allclose(found, expected, atol=1e-4), name
+
+
 def test_regions_take_the_label_of_the_box_they_sit_in():
     inside = np.zeros((3, 10, 10), bool)
     inside[0, 2:5, 2:5] = True      # all inside the box
@@ -84,7 +104,7 @@ def test_short_tracks_between_detector_frames_are_labelled_from_their_last_frame
     class Fake:
         labels = CocoDetector.labels
 
-        def __call__(self, frame):
+        def __call__(self, frame, threads=None):
             seen.append(int(frame[0, 0, 0]))
             return [Detection(0, 0.8, (0.0, 0.0, 0.5, 0.5))]
 

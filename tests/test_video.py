@@ -1,6 +1,7 @@
 """Video input: sampling maps to original frame numbers; bad files fail with one clear message."""
 
 
+import numpy as np
 import pytest
 
 from indexer.video import probe, sample_indices, stream
@@ -37,3 +38,22 @@ def test_bad_files_fail_clearly(tmp_path, videos):
     with pytest.raises(VQSearchError):
         info = probe(truncated)
         list(stream(info, sample_indices(info.frames, info.fps, 5.0), (288, 512)))
+
+
+def test_stream_gives_decords_frames_exactly(videos, tmp_path):
+    """Indexing decodes with PyAV, skipping frames nothing refers to: the frames, their numbers and
+    their pixels are decord's, for a whole video at 5 fps, a segment starting mid-video, and a
+    video cut short (up to its last frame)."""
+    import decord
+
+    cut_short = tmp_path / "cut_short.mp4"
+    data = (videos / "02_cups.mp4").read_bytes()
+    cut_short.write_bytes(data[: len(data) * 3 // 10])
+    for path, allow_partial, span in ((videos / "bedroom.mp4", False, slice(None)),
+                                      (videos / "bedroom.mp4", False, slice(17, 25)), (cut_short, True, slice(None))):
+        info = probe(path, allow_partial=allow_partial)
+        indices = sample_indices(info.frames, info.fps, 5.0)[span]
+        got = [(i, frame) for chunk, frames in stream(info, indices, (288, 512), 4) for i, frame in zip(chunk, frames)]
+        assert [i for i, _ in got] == indices
+        expected = decord.VideoReader(str(path), width=512, height=288, num_threads=1).get_batch(indices).asnumpy()
+        assert all(np.array_equal(frame, want) for (_, frame), want in zip(got, expected)), path

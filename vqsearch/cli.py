@@ -62,7 +62,8 @@ def index(
     allow_partial: bool = typer.Option(False, "--allow-partial",
                                        help="Index the decodable part of a video cut short; the gap is recorded."),
     threads: Optional[int] = typer.Option(None, "--threads",
-                                          help="CPU threads for the models [default: every core; with --ray, 1 per task]."),
+                                          help="CPU threads indexing uses, half each for the backbone and the detector "
+                                               "[default: every core; with --ray, 1 per task]."),
     ray: bool = typer.Option(False, "--ray", help="Index on a Ray cluster, videos and segments of long ones as tasks "
                                                   "(README: Indexing on Ray)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address",

@@ -29,8 +29,10 @@ class Backbone(Protocol):
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Model input (H, W) for a frame of the given size, keeping its aspect ratio."""
 
-    def features(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 frames [B, H, W, 3] already at `input_size` -> float32 maps [B, D, H/stride, W/stride]."""
+    def features(self, frames: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """uint8 frames [B, H, W, 3] already at `input_size` -> float32 maps [B, D, H/stride, W/stride].
+        `threads`: CPU threads for this call where a backbone sets them per call (OpenVINO graphs;
+        None: its own setting); torch's are process-wide (`indexer.pipeline.track_frames`)."""
 
 
 class TextEncoder(Protocol):

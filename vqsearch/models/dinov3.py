@@ -211,7 +211,7 @@ class DINOv3Backbone:
         patches = out[:, n:].transpose(1, 2).reshape(b, self.dim, h // self.stride, w // self.stride)
         return out[:, 0], out[:, 1:n], patches
 
-    def features(self, frames: np.ndarray) -> np.ndarray:
+    def features(self, frames: np.ndarray, threads: int | None = None) -> np.ndarray:
         return self.tokens(frames)[2].cpu().numpy()
 
     def features_with_context(self, frames: np.ndarray) -> tuple[np.ndarray, list]:

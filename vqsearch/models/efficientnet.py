@@ -60,18 +60,18 @@ class EfficientNetLite0:
     def __init__(self, long_side: int = 512, threads: int | None = None) -> None:
         self.long_side = long_side
         self._threads = threads
-        self._session = None
+        self._graph: runtime.Compiled | None = None
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         scale = self.long_side / max(height, width)
         return (max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32))
 
-    @property
-    def session(self):
-        if self._session is None:
+    def session(self, threads: int | None = None) -> runtime.Frozen:
+        """The graph on `threads` CPU threads (default: the backbone's own setting, else every core)."""
+        if self._graph is None:
             fingerprint = f"{_EXPORT_VERSION}:{runtime.stamp(weights_path())}"
-            self._session = runtime.compiled("efficientnet-lite0", fingerprint, self._export, threads=self._threads)
-        return self._session
+            self._graph = runtime.Compiled("efficientnet-lite0", fingerprint, self._export)
+        return self._graph(threads or self._threads)
 
     @staticmethod
     def _export(path: Path) -> None:
@@ -86,8 +86,8 @@ class EfficientNetLite0:
                 opset_version=17, dynamo=False,
             )
 
-    def features(self, frames: np.ndarray) -> np.ndarray:
-        return self.session.run(frames=np.ascontiguousarray(frames, dtype=np.uint8))[0]
+    def features(self, frames: np.ndarray, threads: int | None = None) -> np.ndarray:
+        return self.session(threads).run(frames=np.ascontiguousarray(frames, dtype=np.uint8))[0]
 
 
 def imagenet_classifier() -> tuple[np.ndarray, np.ndarray]:

@@ -256,7 +256,7 @@ class OpenCLIPBackbone:
             dense = self._dense(context)
         return dense.cpu().numpy().astype(np.float32, copy=False), context
 
-    def features(self, frames: np.ndarray) -> np.ndarray:
+    def features(self, frames: np.ndarray, threads: int | None = None) -> np.ndarray:
         return self.features_with_context(frames)[0]
 
 

@@ -35,22 +35,29 @@ def cache_file(name: str, fingerprint: str, suffix: str) -> Path:
     return cache_dir() / f"{name}-{digest}{suffix}"
 
 
-def cached(name: str, fingerprint: str, suffix: str, write: Callable[[Path], None]) -> Path:
+def cached(name: str, fingerprint: str, suffix: str, write: Callable[[Path], None],
+           companions: tuple[str, ...] = ()) -> Path:
     """The cache file for (`name`, `fingerprint`), made first by `write(path)` if there is none.
 
     `write` writes a temporary file (its name ends in `suffix`) that is then renamed into place,
-    so a crash never leaves a truncated file behind, nor two processes a mixed one.
+    so a crash never leaves a truncated file behind, nor two processes a mixed one. `companions`:
+    suffixes of files `write` puts beside it (an OpenVINO model's ".bin" weights beside its
+    ".xml"), moved into place first, so the main file's presence says all of them are there.
     """
     path = cache_file(name, fingerprint, suffix)
     if not path.exists():
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".", suffix=".tmp" + suffix)
         os.close(fd)
+        beside = [(Path(tmp).with_suffix(extra), path.with_suffix(extra)) for extra in companions]
         try:
             write(Path(tmp))
+            for written, final in beside:
+                os.replace(written, final)
             os.replace(tmp, path)
         finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+            for leftover in [Path(tmp), *(written for written, _ in beside)]:
+                if leftover.exists():
+                    leftover.unlink()
     return path
 
 
@@ -75,6 +82,14 @@ def default_threads() -> int:
     return _threads or os.cpu_count() or 1
 
 
+def pipeline_threads() -> int:
+    """CPU threads for each model while indexing: the backbone and the detector run at once, beside
+    decoding and the regions (`indexer.pipeline`), so each gets half the cores. Why: on 2 cores a
+    backbone on both cost 52 ms of CPU a sampled frame against 46 on one (its two threads wait on
+    each other whenever another stage holds a core), for the same wall time."""
+    return max(1, default_threads() // 2)
+
+
 class Frozen:
     """A compiled model with one inference request, shared under a lock: each inference already
     uses the cores it was given, and every request holds its own activations (hundreds of MB)."""
@@ -91,10 +106,12 @@ class Frozen:
             return [np.array(result[output]) for output in self.compiled.outputs]
 
 
-def compiled(name: str, fingerprint: str, export: Callable[[Path], None], threads: int | None = None) -> Frozen:
-    """The model `name` compiled for the CPU, calling `export(path)` first if no cached ONNX file
-    exists (`cached`). `fingerprint` must change whenever the exported graph would (weights file,
-    code version). `threads`: CPU threads for one inference (default: every core).
+def compiled(name: str, fingerprint: str, export: Callable[[Path], None], threads: int | None = None,
+             suffix: str = ".onnx") -> Frozen:
+    """The model `name` compiled for the CPU, calling `export(path)` first if no cached model file
+    exists (`cached`): ONNX, or with `suffix` ".xml" an OpenVINO model (its ".bin" beside it).
+    `fingerprint` must change whenever the exported graph would (weights file, code version).
+    `threads`: CPU threads for one inference (default: every core).
     """
     import openvino as ov
 
@@ -103,7 +120,25 @@ def compiled(name: str, fingerprint: str, export: Callable[[Path], None], thread
             warnings.simplefilter("ignore")
             export(path)
 
-    path = cached(name, fingerprint, ".onnx", quiet_export)
+    path = cached(name, fingerprint, suffix, quiet_export, companions=(".bin",) if suffix == ".xml" else ())
     config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads or default_threads(),
               "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "CACHE_DIR": str(cache_dir() / "openvino")}
     return Frozen(ov.Core().compile_model(str(path), "CPU", config))
+
+
+class Compiled:
+    """A model compiled (`compiled`) on first use for each thread count asked for: indexing runs
+    it on part of the cores (`pipeline_threads`), a query on all of them."""
+
+    def __init__(self, name: str, fingerprint: str, export: Callable[[Path], None], suffix: str = ".onnx") -> None:
+        self.name, self.fingerprint, self.export, self.suffix = name, fingerprint, export, suffix
+        self._by_threads: dict[int, Frozen] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, threads: int | None = None) -> Frozen:
+        """The model on `threads` CPU threads (default: `default_threads()`)."""
+        threads = threads or default_threads()
+        with self._lock:
+            if threads not in self._by_threads:
+                self._by_threads[threads] = compiled(self.name, self.fingerprint, self.export, threads, self.suffix)
+            return self._by_threads[threads]
