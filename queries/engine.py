@@ -219,7 +219,7 @@ class QueryEngine:
             background *= _colour_weights(sample["colour"], colour)
         walk = Walk(index, query, self.store.lists_in_id_order())
         known = walk.shortlist(SHORTLIST)
-        near, near_sims = known.ids, known.sims
+        near, near_sims = known.ids, known.fine
         shortlist = dict(zip(near.tolist(), self._weighed(near, near_sims, lead, queries, colour, indexes).tolist()))
         divisor = (self._weigh_by_context(shortlist, context, indexes["text"], None)
                    if context is not None and shortlist else 1.0)

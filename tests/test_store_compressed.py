@@ -1,6 +1,6 @@
 """A store that grows past the threshold: compressed in one atomic write, checked cheaply on open
 and fully by `check`, still written to (list by list) and repaired; "last seen" from the videos'
-id blocks; the list files are FAISS's own layout, each list in id order; bulk builds stream."""
+id blocks; the list files are FAISS's own layout, each list in id order, then the fine codes; bulk builds stream."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import pytest
 
 import vqsearch.store as store_module
 from test_store import _indexed, video_files  # noqa: F401 (a fixture)
-from vqsearch import vector_index
+from vqsearch import fine_codes, vector_index
 from vqsearch.errors import VQSearchError
 from vqsearch.list_file import GrowingLists
 from vqsearch.list_walk import Walk
@@ -98,19 +98,34 @@ def test_a_list_file_is_faiss_own_layout_with_each_list_in_id_order(tmp_path):
     order = np.argsort(ids)
     trained.add_with_ids(vectors[order], ids[order])
     faiss.write_index(trained, str(tmp_path / "faiss.faiss"))
-    assert (tmp_path / "grown.faiss").read_bytes() == (tmp_path / "faiss.faiss").read_bytes()
+    grown, own = (tmp_path / "grown.faiss").read_bytes(), (tmp_path / "faiss.faiss").read_bytes()
+    assert grown[:len(own)] == own  # then the fine codes and their trailer, which FAISS does not read
+    assert len(grown) == len(own) + 3000 * fine_codes.fine_size(16) + fine_codes.TRAILER.size
     assert not any((tmp_path / "spill").iterdir())  # the spilled rows were consumed
 
-    changed = GrowingLists(faiss.read_index(str(tmp_path / "grown.faiss"), faiss.IO_FLAG_MMAP), tmp_path / "spill")
+    changed = GrowingLists(_read(tmp_path / "grown.faiss"), tmp_path / "spill")
     changed.remove_ids(np.arange(1, 101))
     changed.add_with_ids(vectors[:10], np.arange(5001, 5011))
     assert changed.ntotal == 2910
     changed.write(tmp_path / "changed.faiss")
-    index = faiss.read_index(str(tmp_path / "changed.faiss"), faiss.IO_FLAG_MMAP)
+    index = _read(tmp_path / "changed.faiss")
     assert index.ntotal == 2910 and _lists_ascending(index)
     assert set(vector_index.stored_ids(index).tolist()) == set(range(101, 3001)) | set(range(5001, 5011))
     found, sims = vector_index.nearest(index, vectors[0], 1)
-    assert found[0] in (ids[0], 5001) and sims[0] > 0.95  # the same vector, stored twice
+    assert found[0] in (ids[0], 5001) and sims[0] > 0.99  # the same vector, stored twice
+    exact = dict(zip(ids.tolist(), vectors)) | dict(zip(range(5001, 5011), vectors[:10]))
+    shortlist = Walk(index, vectors[0]).shortlist(2000)  # the fine codes kept through the change, and the new ones'
+    truth = np.stack([exact[i] for i in shortlist.ids.tolist()]) @ vectors[0]
+    assert np.abs(shortlist.fine - truth).mean() < 0.4 * np.abs(shortlist.sims - truth).mean()
+
+
+def _read(path: Path):
+    """A compressed file as the store reads it: memory-mapped, with its fine codes."""
+    import faiss
+
+    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+    fine_codes.attach(index, path)
+    return index
 
 
 def test_a_walk_finds_what_a_range_search_of_every_list_finds(tmp_path):

@@ -41,6 +41,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from vqsearch.database import Catalogue, Database, locate
 from vqsearch.errors import VQSearchError
+from vqsearch.fine_codes import attach
 from vqsearch.list_file import GrowingLists
 from vqsearch.vector_index import (COMPRESS_FROM, all_vectors, chunks, compressed_copy, is_compressed, stored_form,
                                    stored_ids, vectors_of)
@@ -178,7 +179,8 @@ def _new_index(dim: int):
 def _load_index(path: Path, mapped: bool = True):
     """A FAISS file as vqsearch writes them (a flat ID map, or a compressed inverted file), or a
     VQSearchError saying what is wrong. A compressed file's lists are always memory-mapped (read as
-    probed; FAISS checks they lie inside the file; a write streams them: `GrowingLists`); a flat
+    probed; FAISS checks they lie inside the file; a write streams them: `GrowingLists`), with their
+fine codes when the file holds them (`fine_codes`); a flat
     file's vectors are too with `mapped` (read to be checked), else read into memory, as a write
     that changes them needs."""
     import faiss
@@ -193,6 +195,8 @@ def _load_index(path: Path, mapped: bool = True):
         raise VQSearchError(f"{path.name} is unreadable (truncated or corrupt)") from None
     if not isinstance(index, (faiss.IndexIDMap2, faiss.IndexIVF)):
         raise VQSearchError(f"{path.name} is not a vqsearch vector file")
+    if not flat:
+        attach(index, path)
     return index
 
 

@@ -1,0 +1,129 @@
+"""Fine codes: 2 more bits per dimension of a compressed vector, to rank near-ties as exact search does.
+
+An 8-bit scalar-quantised code (`vector_index`) puts each dimension of a track's residual (its
+vector less its list's centroid) in one of 256 steps of that dimension's range. At 10M tracks the
+10 nearest tracks of a query are so close (an object seen thousands of times) that the steps
+reorder them: recall@10 against exact search fell to 0.93. A fine code says where in its step each
+dimension lies, in quarters (2 bits): scored with it, a vector is four times as exact (recall@10
+0.97 in a simulation of 10M tracks' density, 0.98 with 4 bits, 1.0 with 16-bit floats, which would
+double the store). It costs a quarter byte per dimension (visual and text: 4.2 GB at 10M tracks,
+beside 17 GB of codes).
+
+The fine codes of a compressed file follow its lists, in the same order (list by list, each list's
+entries as FAISS holds them), then a trailer (`MAGIC`, where they start, bytes per vector). FAISS
+reads the file as its own and ignores them; a file without the trailer (written before) has none,
+and its vectors are scored by their codes alone. Only the tracks a query ranks (its shortlist) are
+scored with them, read memory-mapped by (list, offset), as FAISS's search gives them.
+"""
+
+from __future__ import annotations
+
+import struct
+import weakref
+from pathlib import Path
+
+import numpy as np
+
+MAGIC = b"vqsfine2"  # the trailer: magic, start of the fine codes, bytes per vector
+TRAILER = struct.Struct("<8sQQ")
+LEVELS = 4  # a fine code's steps within an 8-bit step (2 bits)
+SHIFTS = np.array([6, 4, 2, 0], np.uint8)  # four 2-bit codes to a byte
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def fine_size(d: int) -> int:
+    """Bytes of a vector's fine code."""
+    return -(-d // 4)
+
+
+class FineEncoder:
+    """The fine codes of vectors for one trained compressed index (8-bit codes of residuals)."""
+
+    def __init__(self, index) -> None:
+        faiss = _faiss()
+        self.index, self.d = index, index.d
+        self.centroids = index.quantizer.reconstruct_n(0, index.nlist)
+        self.step = faiss.vector_to_array(index.sq.trained).reshape(2, -1)[1] / 255  # of each dimension
+        self.size = fine_size(self.d)
+
+    def residuals(self, codes: np.ndarray) -> np.ndarray:
+        """The residuals (vector less centroid) that these 8-bit codes decode to."""
+        return self.index.sq.decode(np.ascontiguousarray(codes))
+
+    def encode(self, vectors: np.ndarray, lists: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """[n, size] fine codes of these vectors, given their lists and 8-bit codes."""
+        left = (vectors - self.centroids[lists] - self.residuals(codes)) / self.step  # in steps: -1/2..1/2
+        quarters = np.clip(np.floor((left + 0.5) * LEVELS), 0, LEVELS - 1).astype(np.uint8)
+        quarters = np.pad(quarters, ((0, 0), (0, 4 * self.size - self.d)))
+        return (quarters.reshape(len(vectors), self.size, 4) << SHIFTS).sum(axis=2, dtype=np.uint8)
+
+    def decode(self, codes: np.ndarray, fine: np.ndarray, lists: np.ndarray) -> np.ndarray:
+        """The vectors that 8-bit codes refined by fine codes stand for."""
+        quarters = ((fine[:, :, None] >> SHIFTS) & 3).reshape(len(fine), -1)[:, :self.d]
+        return self.centroids[lists] + self.residuals(codes) + ((quarters + 0.5) / LEVELS - 0.5) * self.step
+
+
+def supports(index) -> bool:
+    """Whether a compressed index takes fine codes: 8-bit codes of residuals (what vqsearch trains)."""
+    faiss = _faiss()
+    return index.by_residual and faiss.downcast_index(index).sq.qtype == faiss.ScalarQuantizer.QT_8bit
+
+
+def trailer(start: int, size: int) -> bytes:
+    return TRAILER.pack(MAGIC, start, size)
+
+
+_ATTACHED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # FAISS's indexes refuse new attributes
+
+
+def attach(index, path: Path) -> None:
+    """Read with a compressed index the fine codes its file holds (`attached`), for as long as it lives."""
+    _ATTACHED[index] = FineCodes.of(index, path)
+
+
+def attached(index) -> FineCodes | None:
+    """The fine codes read with this compressed index (`attach`), if its file holds any."""
+    return _ATTACHED.get(index)
+
+
+class FineCodes:
+    """A compressed file's fine codes, memory-mapped: scores of its entries by (list, offset)."""
+
+    def __init__(self, index, path: Path, start: int) -> None:
+        faiss = _faiss()
+        self.index = faiss.downcast_index(index)
+        self.encoder = FineEncoder(self.index)
+        sizes = np.array([index.invlists.list_size(i) for i in range(index.nlist)], np.int64)
+        self.list_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self.codes = np.memmap(path, np.uint8, "r", start, (int(sizes.sum()), self.encoder.size))
+
+    @classmethod
+    def of(cls, index, path: Path) -> FineCodes | None:
+        """The fine codes at the end of this compressed file, or None (none written)."""
+        with open(path, "rb") as handle:
+            handle.seek(-TRAILER.size, 2)
+            magic, start, size = TRAILER.unpack(handle.read(TRAILER.size))
+        if magic != MAGIC or not supports(index) or size != fine_size(index.d) or not index.ntotal:
+            return None
+        return cls(index, path, start)
+
+    def entries(self, lists: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(8-bit codes, fine codes) of these entries of the lists."""
+        faiss = _faiss()
+        invlists, code_size = self.index.invlists, self.index.code_size
+        codes = np.empty((len(lists), code_size), np.uint8)
+        for number in np.unique(lists).tolist():
+            mine = np.flatnonzero(lists == number)
+            held = faiss.rev_swig_ptr(invlists.get_codes(number), invlists.list_size(number) * code_size)
+            codes[mine] = held.reshape(-1, code_size)[offsets[mine]]
+        return codes, np.asarray(self.codes[self.list_start[lists] + offsets])
+
+    def similarities(self, query: np.ndarray, lists: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Inner products of these entries' refined vectors with `query`."""
+        codes, fine = self.entries(lists, offsets)
+        return self.encoder.decode(codes, fine, lists) @ query
