@@ -140,10 +140,10 @@ def test_a_walk_finds_what_a_range_search_of_every_list_finds(tmp_path):
     _, sims, ids = index.range_search(query[None], 0.3)
     walk = Walk(index, query)
     assert sorted(walk.within(0.3, 0.0)[0].tolist()) == sorted(ids.tolist())
-    block = walk.within(0.3, 0.0, (1001, 2000))[0]
+    block = walk.block(0.3, (1001, 2000))[0]
     assert sorted(block.tolist()) == sorted(i for i in ids.tolist() if 1001 <= i <= 2000)
     unordered = Walk(index, query, in_id_order=False)  # a store written before: every id checked
-    assert sorted(unordered.within(0.3, 0.0, (1001, 2000))[0].tolist()) == sorted(block.tolist())
+    assert sorted(unordered.block(0.3, (1001, 2000))[0].tolist()) == sorted(block.tolist())
     shortlist = walk.shortlist(512)
     near, near_sims = vector_index.nearest(index, query, 512)
     assert shortlist.ids.tolist() == near.tolist() and np.allclose(shortlist.sims, near_sims)

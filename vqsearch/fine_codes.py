@@ -41,14 +41,19 @@ def fine_size(d: int) -> int:
     return -(-d // 4)
 
 
+def steps(index) -> np.ndarray:
+    """The width of an 8-bit code's step in each dimension (its range over 255)."""
+    faiss = _faiss()
+    return faiss.vector_to_array(faiss.downcast_index(index).sq.trained).reshape(2, -1)[1] / 255
+
+
 class FineEncoder:
     """The fine codes of vectors for one trained compressed index (8-bit codes of residuals)."""
 
     def __init__(self, index) -> None:
-        faiss = _faiss()
-        self.index, self.d = index, index.d
+        self.index, self.d = _faiss().downcast_index(index), index.d
         self.centroids = index.quantizer.reconstruct_n(0, index.nlist)
-        self.step = faiss.vector_to_array(index.sq.trained).reshape(2, -1)[1] / 255  # of each dimension
+        self.step = steps(index)
         self.size = fine_size(self.d)
 
     def residuals(self, codes: np.ndarray) -> np.ndarray:
@@ -61,11 +66,6 @@ class FineEncoder:
         quarters = np.clip(np.floor((left + 0.5) * LEVELS), 0, LEVELS - 1).astype(np.uint8)
         quarters = np.pad(quarters, ((0, 0), (0, 4 * self.size - self.d)))
         return (quarters.reshape(len(vectors), self.size, 4) << SHIFTS).sum(axis=2, dtype=np.uint8)
-
-    def decode(self, codes: np.ndarray, fine: np.ndarray, lists: np.ndarray) -> np.ndarray:
-        """The vectors that 8-bit codes refined by fine codes stand for."""
-        quarters = ((fine[:, :, None] >> SHIFTS) & 3).reshape(len(fine), -1)[:, :self.d]
-        return self.centroids[lists] + self.residuals(codes) + ((quarters + 0.5) / LEVELS - 0.5) * self.step
 
 
 def supports(index) -> bool:
@@ -95,12 +95,10 @@ class FineCodes:
     """A compressed file's fine codes, memory-mapped: scores of its entries by (list, offset)."""
 
     def __init__(self, index, path: Path, start: int) -> None:
-        faiss = _faiss()
-        self.index = faiss.downcast_index(index)
-        self.encoder = FineEncoder(self.index)
+        self.step = steps(index)
         sizes = np.array([index.invlists.list_size(i) for i in range(index.nlist)], np.int64)
         self.list_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        self.codes = np.memmap(path, np.uint8, "r", start, (int(sizes.sum()), self.encoder.size))
+        self.codes = np.memmap(path, np.uint8, "r", start, (int(sizes.sum()), fine_size(index.d)))
 
     @classmethod
     def of(cls, index, path: Path) -> FineCodes | None:
@@ -112,18 +110,10 @@ class FineCodes:
             return None
         return cls(index, path, start)
 
-    def entries(self, lists: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(8-bit codes, fine codes) of these entries of the lists."""
-        faiss = _faiss()
-        invlists, code_size = self.index.invlists, self.index.code_size
-        codes = np.empty((len(lists), code_size), np.uint8)
-        for number in np.unique(lists).tolist():
-            mine = np.flatnonzero(lists == number)
-            held = faiss.rev_swig_ptr(invlists.get_codes(number), invlists.list_size(number) * code_size)
-            codes[mine] = held.reshape(-1, code_size)[offsets[mine]]
-        return codes, np.asarray(self.codes[self.list_start[lists] + offsets])
-
-    def similarities(self, query: np.ndarray, lists: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Inner products of these entries' refined vectors with `query`."""
-        codes, fine = self.entries(lists, offsets)
-        return self.encoder.decode(codes, fine, lists) @ query
+    def similarities(self, query: np.ndarray, sims: np.ndarray, lists: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """Inner products with `query` of these entries' refined vectors, from their codes' (`sims`):
+        a fine code of q quarters moves its dimension by (q - 3/2) / 4 of its step."""
+        weights = (query * self.step / LEVELS).astype(np.float32)
+        fine = np.asarray(self.codes[self.list_start[lists] + offsets])
+        quarters = ((fine[:, :, None] >> SHIFTS) & 3).reshape(len(fine), -1)[:, :len(weights)]
+        return sims + quarters.astype(np.float32) @ weights - 1.5 * float(weights.sum())

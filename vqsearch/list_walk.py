@@ -1,5 +1,6 @@
 """Searches of a compressed index that walk its lists nearest first: a query's shortlist of nearest
-tracks and, without a cap, every track at a score or more (`within`), each list scanned once.
+tracks and, without a cap, every track at a score or more (`within`), each list scanned once; and
+every track of one block of ids at a score or more, in every list (`block`).
 
 A `Walk` ranks every list by its centroid's similarity to the query, once. Its shortlist is the k
 nearest tracks of the first NPROBE lists, each with the rank of its list (FAISS's store pairs).
@@ -71,27 +72,21 @@ class Walk:
                        np.int64)
         sims = sims[0][:len(ids)]
         fine = attached(self.index)
-        return Shortlist(ids, sims, sims if fine is None else fine.similarities(self.query[0], numbers, offsets),
+        return Shortlist(ids, sims, sims if fine is None else fine.similarities(self.query[0], sims, numbers, offsets),
                          self.rank[numbers], depth, len(ids) == k)
 
-    def within(self, radius: float, base_rate: float, block: tuple[int, int] | None = None,
-               known: Shortlist | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, similarities) of every track at `radius` or more (with `block`, of the ids
-        first..last only): no cap on how many.
+    def within(self, radius: float, base_rate: float, known: Shortlist | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, similarities) of every track at `radius` or more: no cap on how many.
 
         They are found in the lists nearest the query, probing twice as many lists
         while the lists last added still hold them more densely than twice `base_rate` (the share
         of all tracks at `radius` or more, from the background sample): an object seen ten
         thousand times fills the lists around it, and the deepening stops where its lists give way
         to lists that hold only the chance matches every list holds. The steps within a `known`
-        shortlist that holds them all are taken from it. A block is read as a stretch of each list
-        when the lists hold their ids in ascending order (`GrowingLists` writes them so), else each
-        list's ids are all checked; its share of a list is taken to be its share of the store."""
+        shortlist that holds them all are taken from it."""
         import faiss
 
         index = self.index
-        selector = None if block is None else faiss.IDSelectorRange(block[0], block[1] + 1, self.in_id_order)
-        share = 1.0 if block is None else (block[1] - block[0] + 1) / max(index.ntotal, 1)
         known = known if known is not None and known.holds_all_from(radius) else None
         found: list[tuple[np.ndarray, np.ndarray]] = []
         start, stop = 0, RANGE_NPROBE
@@ -99,19 +94,35 @@ class Walk:
             new = np.ascontiguousarray(self.lists[:, start:stop])
             if known is not None and stop <= known.depth:
                 taken = (known.ranks >= start) & (known.ranks < stop) & (known.sims >= radius)
-                if block is not None:
-                    taken &= (known.ids >= block[0]) & (known.ids <= block[1])
                 found.append((known.ids[taken], known.sims[taken]))
             else:
                 result = faiss.RangeSearchResult(1)
                 index.range_search_preassigned_c(
                     1, faiss.swig_ptr(self.query), radius, faiss.swig_ptr(new),
                     faiss.swig_ptr(np.ascontiguousarray(self.coarse[:, start:stop])), result, False,
-                    self._params(new.shape[1], selector))
+                    self._params(new.shape[1]))
                 count = int(faiss.rev_swig_ptr(result.lims, 2)[1])
                 found.append((faiss.rev_swig_ptr(result.labels, count).copy(),
                               faiss.rev_swig_ptr(result.distances, count).copy()))
-            size = share * sum(index.invlists.list_size(int(number)) for number in new[0] if number >= 0)
+            size = sum(index.invlists.list_size(int(number)) for number in new[0] if number >= 0)
             if stop >= index.nlist or len(found[-1][0]) <= 2 * base_rate * size:
                 return np.concatenate([ids for ids, _ in found]), np.concatenate([sims for _, sims in found])
             start, stop = stop, 2 * stop
+
+    def block(self, radius: float, block: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, similarities) of every track of the ids first..last at `radius` or more, in every
+        list: whatever the lists, so every chance match of the margin rule is there too. A
+        nearest-neighbour search for as many tracks as the block holds: FAISS reads only the block's
+        stretch of each list when the lists hold their ids in ascending order (a range search
+        checks every id), else checks each list's ids."""
+        import faiss
+
+        first, last = block
+        k = last - first + 1
+        sims, ids = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
+        self.index.search_preassigned_c(
+            1, faiss.swig_ptr(self.query), k, faiss.swig_ptr(self.lists), faiss.swig_ptr(self.coarse),
+            faiss.swig_ptr(sims), faiss.swig_ptr(ids), False,
+            self._params(self.index.nlist, faiss.IDSelectorRange(first, last + 1, self.in_id_order)))
+        keep = (ids[0] >= 0) & (sims[0] >= radius)
+        return ids[0][keep], sims[0][keep]
