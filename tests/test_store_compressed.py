@@ -194,3 +194,32 @@ def test_add_many_streams_a_compressed_store(tmp_path):
     assert is_compressed(store.vectors().visual) and store.vectors().text.ntotal == 1200
     assert store.health().problems == [] and not (tmp_path / "db" / ".spill").exists()
     assert store.latest_track(np.array([5, 401, 1190]), np.ones(3)) == 1190
+
+
+def test_last_seen_of_a_compressed_store_finds_a_chance_match_in_a_far_list(tmp_path):
+    """The margin rule passes chance matches anywhere; when one in the latest likely video ends
+    last it is the answer, whichever list holds it (`Walk.block` searches them all: the lists
+    around the query hold chance matches no more densely than the rest, so a walk stops at 16)."""
+    from types import SimpleNamespace
+
+    from queries.engine import QueryEngine
+    from vqsearch.models.base import ModelConfig
+
+    videos = _bulk_videos(3, 1000)  # 128 lists: more than a shortlist probes
+    rng = np.random.default_rng(3)
+    query = _unit(rng.normal(size=(1, 16)))[0]
+    for video in videos:  # the other tracks: half of them chance matches (0.3-0.5), in every list
+        other = rng.normal(size=(1000, 16))
+        other = _unit(other - (other @ query)[:, None] * query)
+        part = rng.uniform(0.3, 0.5, (1000, 1))
+        video.vectors["visual"][:] = part * query + np.sqrt(1 - part**2) * other
+        video.vectors["visual"][10:40] = _unit(query + 0.05 * rng.normal(size=(30, 16)))  # the object
+    last = videos[-1].vectors["visual"][-1]  # ends last: a chance match too weak for the shortlist
+    last[:] = 0.41 * query + np.sqrt(1 - 0.41**2) * _unit((last - (last @ query) * query)[None])[0]
+    training = {kind: np.concatenate([video.vectors[kind] for video in videos]) for kind in videos[0].vectors}
+    store = Store.open(tmp_path / "db", create=True)
+    store.add_many("m", iter(videos), 3000, training, compress_from=1000)
+    config = ModelConfig(name="m", visual_threshold=0.4, visual_video_share=0.8)
+    engine = QueryEngine(Store.open(tmp_path / "db"), SimpleNamespace(config=config))
+    last, _ = engine.answer({"visual": query})
+    assert last.track_id == 3000

@@ -68,8 +68,10 @@ class Walk:
         pairs = pairs[0][pairs[0] >= 0]
         numbers, offsets = pairs >> 32, pairs & 0xFFFFFFFF
         lists = self.index.invlists
-        ids = np.array([lists.get_single_id(int(number), int(offset)) for number, offset in zip(numbers, offsets)],
-                       np.int64)
+        ids = np.empty(len(pairs), np.int64)
+        for number in np.unique(numbers).tolist():  # one call per list, not per track
+            mine = numbers == number
+            ids[mine] = faiss.rev_swig_ptr(lists.get_ids(number), lists.list_size(number))[offsets[mine]]
         sims = sims[0][:len(ids)]
         fine = attached(self.index)
         return Shortlist(ids, sims, sims if fine is None else fine.similarities(self.query[0], sims, numbers, offsets),
