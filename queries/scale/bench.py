@@ -94,7 +94,7 @@ class Exact:
         if set(kinds) == {"visual", "text"} and not engine.model.config.joint_decides:
             kinds = ("visual",)
         scores = np.prod([np.maximum(self.planted[kind], 0.0) for kind in kinds], axis=0)
-        threshold, margin, share = engine._rule(set(kinds))
+        threshold, margin, share = engine._rule(set(kinds), engine.store.video_count() == 1)  # as the engine asks
         compressed = is_compressed(engine.store.vectors(["visual"]).visual)
         background = engine.sample_scores({kind: self.planted_tokens[kind] for kind in kinds})[1] if compressed else scores
         floor = max(threshold, above_background(background, margin))
