@@ -24,15 +24,17 @@ restricted to some tracks (`--video`, VQ2D's query frame), scores every searched
 exact. A compressed store (from `COMPRESS_FROM` tracks) cannot: its background (median and spread)
 is that of its fixed random sample of tracks (`background_tracks`, ~4096, scored with the same rule,
 colours and context included), and only what the answer needs is searched, so the cost follows
-the likely videos' tracks and one video's, never every match. The answer needs three things: the
-best occurrence (from the 512 nearest tracks, the shortlist, ranked by their fine codes, which
-also give the results and, with context, the tracks weighed by it); which videos are likely, i.e.
-hold a track at the video share of the best or more (range search at that score, in the lists
-around the query, as deep as they hold such tracks more densely than the background does:
-`within`); and every occurrence of the latest likely video, whose tracks are one block of ids,
-searched for in every list at the lowest score an occurrence can have (`Walk.block`: a chance
-match of the margin rule may lie in any list, and the last one may be the answer), reading only
-that block's stretch of each list. A track's score is its
+the likely videos' tracks (or those recorded after them) and one video's, never every match. The
+answer needs three things: the best occurrence (from the 512 nearest tracks, the shortlist, ranked
+by their fine codes, which also give the results and, with context, the tracks weighed by it);
+which videos are likely, i.e. hold a track at the video share of the best or more: when the
+tracks recorded after the shortlist's latest likely video are few (`LATER_TRACKS`), every one of
+them at that score, in every list (a later likely video is found wherever its tracks lie), else a
+range search at that score in the lists around the query, as deep as they hold such tracks more
+densely than the background does (`within`); and every occurrence of the latest likely video,
+whose tracks are one block of ids, searched for in every list at the lowest score an occurrence
+can have (`Walk.blocks`: a chance match of the margin rule may lie in any list, and the last one
+may be the answer), reading only that block's stretch of each list. A track's score is its
 similarity, or the product of both, times weights of at most 1 (colour, context), so a track at
 some score has a similarity at least that score: the range searches use the scores as radii.
 Occurrences of the other videos, however many, are not looked for: they cannot be the last. With
@@ -62,6 +64,7 @@ from vqsearch.vector_index import is_compressed, nearest, scores_of, vectors_of
 SHORTLIST = 512  # a compressed store's nearest tracks scored besides the occurrences, for the results
 COLOUR_FLOOR = 0.5  # a track without the asked colour(s) keeps this much of its score: 32 px regions blur colours
 CONTEXT_TRACKS = 512  # tracks weighed by what is seen with them, and context tracks looked at
+LATER_TRACKS = 40_000  # tracks recorded after the shortlist's latest likely video searched in every list (more: a walk)
 
 # (engine, encoded queries, last occurrence, video restriction) -> the occurrence, relocated
 Relocate = Callable[["QueryEngine", dict, Hit, Optional[Path]], Optional[Hit]]
@@ -234,11 +237,15 @@ class QueryEngine:
         last, seen = None, 0.0
         if len(scores) and scores.max() >= floor:
             radius = max(floor, share * scores.max())
-            found = scored(*walk.within(radius, float(np.mean(leading >= radius)), known))  # wherever they are
+            later = self.store.later_blocks(ids[scores >= radius])
+            if sum(last - first + 1 for first, last in later) <= LATER_TRACKS:  # every later track, in every list
+                found = scored(*walk.blocks(radius, later))
+            else:  # wherever they are
+                found = scored(*walk.within(radius, float(np.mean(leading >= radius)), known))
             ids, scores = np.concatenate([ids, found[0]]), np.concatenate([scores, found[1]])
             likely = max(floor, share * scores.max())
             block = self.store.latest_block(ids[scores >= likely])
-            found = scored(*walk.block(floor, block))  # every occurrence of the latest likely video
+            found = scored(*walk.blocks(floor, [block]))  # every occurrence of the latest likely video
             ids, first = np.unique(np.concatenate([ids, found[0]]), return_index=True)  # the shortlist's scores first
             scores = np.concatenate([scores, found[1]])[first]
             last, seen = self._last_likely(ids, scores, floor, likely, block, share)

@@ -140,10 +140,10 @@ def test_a_walk_finds_what_a_range_search_of_every_list_finds(tmp_path):
     _, sims, ids = index.range_search(query[None], 0.3)
     walk = Walk(index, query)
     assert sorted(walk.within(0.3, 0.0)[0].tolist()) == sorted(ids.tolist())
-    block = walk.block(0.3, (1001, 2000))[0]
+    block = walk.blocks(0.3, [(1001, 2000)])[0]
     assert sorted(block.tolist()) == sorted(i for i in ids.tolist() if 1001 <= i <= 2000)
     unordered = Walk(index, query, in_id_order=False)  # a store written before: every id checked
-    assert sorted(unordered.block(0.3, (1001, 2000))[0].tolist()) == sorted(block.tolist())
+    assert sorted(unordered.blocks(0.3, [(1001, 1500), (1501, 2000)])[0].tolist()) == sorted(block.tolist())
     shortlist = walk.shortlist(512)
     near, near_sims = vector_index.nearest(index, query, 512)
     assert shortlist.ids.tolist() == near.tolist() and np.allclose(shortlist.sims, near_sims)
@@ -198,7 +198,7 @@ def test_add_many_streams_a_compressed_store(tmp_path):
 
 def test_last_seen_of_a_compressed_store_finds_a_chance_match_in_a_far_list(tmp_path):
     """The margin rule passes chance matches anywhere; when one in the latest likely video ends
-    last it is the answer, whichever list holds it (`Walk.block` searches them all: the lists
+    last it is the answer, whichever list holds it (`Walk.blocks` searches them all: the lists
     around the query hold chance matches no more densely than the rest, so a walk stops at 16)."""
     from types import SimpleNamespace
 

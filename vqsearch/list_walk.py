@@ -1,6 +1,6 @@
 """Searches of a compressed index that walk its lists nearest first: a query's shortlist of nearest
 tracks and, without a cap, every track at a score or more (`within`), each list scanned once; and
-every track of one block of ids at a score or more, in every list (`block`).
+every track of some blocks of ids at a score or more, in every list (`blocks`).
 
 A `Walk` ranks every list by its centroid's similarity to the query, once. Its shortlist is the k
 nearest tracks of the first NPROBE lists, each with the rank of its list (FAISS's store pairs).
@@ -111,20 +111,22 @@ class Walk:
                 return np.concatenate([ids for ids, _ in found]), np.concatenate([sims for _, sims in found])
             start, stop = stop, 2 * stop
 
-    def block(self, radius: float, block: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, similarities) of every track of the ids first..last at `radius` or more, in every
-        list: whatever the lists, so every chance match of the margin rule is there too. A
-        nearest-neighbour search for as many tracks as the block holds: FAISS reads only the block's
-        stretch of each list when the lists hold their ids in ascending order (a range search
-        checks every id), else checks each list's ids."""
+    def blocks(self, radius: float, blocks: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, similarities) of every track of these blocks of ids (first, last) at `radius` or
+        more, in every list: whatever the lists, so every chance match of the margin rule is there
+        too. Per block, a nearest-neighbour search for as many tracks as it holds: FAISS reads only
+        the block's stretch of each list when the lists hold their ids in ascending order (a range
+        search checks every id), else checks each list's ids."""
         import faiss
 
-        first, last = block
-        k = last - first + 1
-        sims, ids = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
-        self.index.search_preassigned_c(
-            1, faiss.swig_ptr(self.query), k, faiss.swig_ptr(self.lists), faiss.swig_ptr(self.coarse),
-            faiss.swig_ptr(sims), faiss.swig_ptr(ids), False,
-            self._params(self.index.nlist, faiss.IDSelectorRange(first, last + 1, self.in_id_order)))
-        keep = (ids[0] >= 0) & (sims[0] >= radius)
-        return ids[0][keep], sims[0][keep]
+        found = [(np.zeros(0, np.int64), np.zeros(0, np.float32))]
+        for first, last in blocks:
+            k = last - first + 1
+            sims, ids = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
+            self.index.search_preassigned_c(
+                1, faiss.swig_ptr(self.query), k, faiss.swig_ptr(self.lists), faiss.swig_ptr(self.coarse),
+                faiss.swig_ptr(sims), faiss.swig_ptr(ids), False,
+                self._params(self.index.nlist, faiss.IDSelectorRange(first, last + 1, self.in_id_order)))
+            keep = (ids[0] >= 0) & (sims[0] >= radius)
+            found.append((ids[0][keep], sims[0][keep]))
+        return np.concatenate([ids for ids, _ in found]), np.concatenate([sims for _, sims in found])

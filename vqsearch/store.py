@@ -982,6 +982,20 @@ class Store:
         videos = self._blocks()
         return videos[np.searchsorted(videos[:, 0], ids, side="right") - 1, 3].astype(np.int64)
 
+    def later_blocks(self, ids: np.ndarray) -> list[tuple[int, int]]:
+        """(first, last) track ids of the videos recorded after the latest video holding any of these
+        tracks (recording time, then id), as runs of neighbouring blocks: where a later sighting
+        can only be (schema 5). Videos indexed in recording order make one run."""
+        videos = self._blocks()
+        held = np.unique(np.searchsorted(videos[:, 0], ids, side="right") - 1)
+        latest = videos[held[np.lexsort((videos[held, 3], videos[held, 2]))[-1]]]
+        later = np.flatnonzero((videos[:, 2] > latest[2]) | ((videos[:, 2] == latest[2]) & (videos[:, 3] > latest[3])))
+        if not len(later):
+            return []
+        apart = np.diff(later) > 1
+        starts, ends = later[np.r_[True, apart]], later[np.r_[apart, True]]
+        return [(int(videos[start, 0]), int(videos[end, 1])) for start, end in zip(starts.tolist(), ends.tolist())]
+
     def latest_block(self, ids: np.ndarray) -> tuple[int, int] | None:
         """(first, last) track id of the latest video (recording time, then id) holding any of
         these tracks, by the videos' blocks of ids (schema 5), without a row read per track."""
