@@ -194,6 +194,8 @@ def test_add_many_streams_a_compressed_store(tmp_path):
     assert is_compressed(store.vectors().visual) and store.vectors().text.ntotal == 1200
     assert store.health().problems == [] and not (tmp_path / "db" / ".spill").exists()
     assert store.latest_track(np.array([5, 401, 1190]), np.ones(3)) == 1190
+    assert store.later_blocks(np.array([5, 10])) == [(401, 1200)]  # the videos recorded after: one run
+    assert store.later_blocks(np.array([5, 900])) == []
 
 
 def test_last_seen_of_a_compressed_store_finds_a_chance_match_in_a_far_list(tmp_path):
