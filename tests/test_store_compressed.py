@@ -53,7 +53,7 @@ def test_last_seen_maps_any_number_of_tracks_to_videos_by_their_id_blocks(grown)
     assert store.latest_track(ids[:30], scores[:30], until_frame=10) == 5  # all cut at 10: the best score of those
 
 
-def test_open_checks_a_compressed_file_by_its_count_and_check_by_its_ids(grown):
+def test_open_checks_a_compressed_file_by_its_count_and_check_by_its_ids(grown, monkeypatch):
     import faiss
 
     path = grown / "text-2.faiss"
@@ -66,6 +66,14 @@ def test_open_checks_a_compressed_file_by_its_count_and_check_by_its_ids(grown):
     Store.open(grown)  # the count is right: opening reads no ids
     assert Store.open(grown, verify=False).health().problems == [
         "text-2.faiss holds the vectors of 60 ids that are no track's, in place of 60 tracks'"]
+    monkeypatch.setattr(store_module, "CHECKED_IDS", 7)  # the tracks' ids compared a part at a time
+    moved.reset()
+    moved.add_with_ids(vector_index.vectors_of(index, ids), np.where(ids > 50, ids + 1000, ids))
+    faiss.write_index(moved, str(path))
+    assert Store.open(grown, verify=False).health().problems == [
+        "text-2.faiss holds the vectors of 10 ids that are no track's, in place of 10 tracks'"]
+    moved.reset()
+    moved.add_with_ids(vector_index.vectors_of(index, ids), ids + 1000)
     moved.remove_ids(np.array([1001], np.int64))
     faiss.write_index(moved, str(path))
     with pytest.raises(VQSearchError, match="text-2.faiss holds 59 vectors for 60 tracks"):

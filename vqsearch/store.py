@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 # background sample. Each is a revision of the same name in vqsearch/migrations.
 SCHEMA_VERSION = "5"
 BACKGROUND_SAMPLE = 4096  # tracks in a compressed store's background sample (median, MAD of a query)
+CHECKED_IDS = 1_000_000  # tracks' ids read at a time when a check compares them with a FAISS file's
 
 # Track and observation ids: SQLite's INTEGER is 64-bit, PostgreSQL's 32 (an index on PostgreSQL
 # is always made whole by this vqsearch, so its type needs no migration).
@@ -521,7 +522,6 @@ class Store:
         if tracks and not files:
             return [f"its {tracks} tracks have no FAISS files"]
         problems = []
-        ids = None  # the tracks' ids, read when a file's are
         for path in files.values():
             try:
                 index = _load_index(path)
@@ -533,13 +533,26 @@ class Store:
                 continue
             if is_compressed(index) and not every_id:
                 continue
-            stored = np.sort(stored_ids(index))
-            if ids is None:
-                ids = np.asarray(session.scalars(select(TrackRow.id).order_by(TrackRow.id)).all(), dtype=np.int64)
-            if not np.array_equal(stored, ids):
-                problems.append(f"{path.name} holds the vectors of {np.setdiff1d(stored, ids).size} ids that are "
-                                f"no track's, in place of {np.setdiff1d(ids, stored).size} tracks'")
+            strays, missing = self._unmatched(session, np.sort(stored_ids(index)))
+            if strays or missing:
+                problems.append(f"{path.name} holds the vectors of {strays} ids that are no track's, in place of "
+                                f"{missing} tracks'")
         return problems
+
+    @staticmethod
+    def _unmatched(session: Session, stored: np.ndarray) -> tuple[int, int]:
+        """(how many of these sorted ids are no track's, how many tracks' ids are not among them):
+        the tracks' ids read in order a million at a time, each part against the stored ids in its
+        range, so that 10M tracks' ids are never held as Python ints (a list of them took GBs)."""
+        strays = missing = done = 0
+        rows = session.execute(select(TrackRow.id).order_by(TrackRow.id).execution_options(yield_per=CHECKED_IDS))
+        for part in rows.scalars().partitions():
+            ids = np.fromiter(part, np.int64, len(part))
+            upto = int(np.searchsorted(stored, ids[-1], side="right"))
+            strays += np.setdiff1d(stored[done:upto], ids, assume_unique=True).size
+            missing += np.setdiff1d(ids, stored[done:upto], assume_unique=True).size
+            done = upto
+        return strays + len(stored) - done, missing
 
     @staticmethod
     def _track_count(session: Session, meta: dict[str, str], counted: bool) -> int:
