@@ -18,6 +18,7 @@ scored with them, read memory-mapped by (list, offset), as FAISS's search gives 
 
 from __future__ import annotations
 
+import os
 import struct
 import weakref
 from pathlib import Path
@@ -96,9 +97,14 @@ class FineCodes:
 
     def __init__(self, index, path: Path, start: int) -> None:
         self.step = steps(index)
-        sizes = np.array([index.invlists.list_size(i) for i in range(index.nlist)], np.int64)
-        self.list_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        self.codes = np.memmap(path, np.uint8, "r", start, (int(sizes.sum()), fine_size(index.d)))
+        self.path = path
+        self.sizes = np.array([index.invlists.list_size(i) for i in range(index.nlist)], np.int64)
+        self.list_start = np.concatenate([[0], np.cumsum(self.sizes)[:-1]])
+        self.codes = np.memmap(path, np.uint8, "r", start, (int(self.sizes.sum()), fine_size(index.d)))
+        rows = self.sizes * (index.code_size + 8)  # the lists (codes, then ids) end where the fine codes start
+        self.ids_at = start - rows.sum() + np.concatenate([[0], np.cumsum(rows)[:-1]]) + self.sizes * index.code_size
+        self.code_size = index.code_size
+        self.tails_read = False
 
     @classmethod
     def of(cls, index, path: Path) -> FineCodes | None:
@@ -109,6 +115,21 @@ class FineCodes:
         if magic != MAGIC or not supports(index) or size != fine_size(index.d) or not index.ntotal:
             return None
         return cls(index, path, start)
+
+    def read_ahead_tails(self, entries: int) -> None:
+        """Ask the kernel to read, all at once, each list's ids and its last `entries` codes: where a
+        search of the newest ids (the latest videos) looks. Once per file: a cold search otherwise
+        faulted them in one list after another (0.86 s over 2,048 lists at 1M, 0.3 s with this)."""
+        if self.tails_read:
+            return
+        handle = os.open(self.path, os.O_RDONLY)
+        try:
+            for ids_at, size in zip(self.ids_at.tolist(), self.sizes.tolist()):
+                tail = min(size, entries) * self.code_size
+                os.posix_fadvise(handle, ids_at - tail, tail + 8 * size, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(handle)
+        self.tails_read = True
 
     def similarities(self, query: np.ndarray, sims: np.ndarray, lists: np.ndarray, offsets: np.ndarray) -> np.ndarray:
         """Inner products with `query` of these entries' refined vectors, from their codes' (`sims`):

@@ -120,6 +120,9 @@ class Walk:
         import faiss
 
         found = [(np.zeros(0, np.int64), np.zeros(0, np.float32))]
+        layout = attached(self.index)
+        if layout is not None and blocks:  # the newest ids lie at the lists' ends
+            layout.read_ahead_tails(-(-2 * sum(last - first + 1 for first, last in blocks) // self.index.nlist))
         for first, last in blocks:
             k = last - first + 1
             sims, ids = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
