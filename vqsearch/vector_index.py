@@ -124,8 +124,9 @@ def scores_of(index, query: np.ndarray, ids: np.ndarray) -> dict[int, float]:
 
 
 def nearest(index, query: np.ndarray, k: int, selector=None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, similarities) of the `k` nearest tracks, best first (a compressed index probes NPROBE
-    lists, and its RERANKED nearest by their codes are ranked by their fine codes)."""
+    """(ids, similarities) of the `k` nearest tracks, best first (a compressed index probes the
+    lists `list_walk.depth` says, and its RERANKED nearest by their codes are ranked by their fine
+    codes)."""
     faiss = _faiss()
     if is_compressed(index):
         known = Walk(index, query).shortlist(max(k, RERANKED), selector)
