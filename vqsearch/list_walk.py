@@ -20,13 +20,14 @@ import numpy as np
 from vqsearch.fine_codes import attached
 
 NPROBE = 64  # lists a nearest-neighbour search probes: recall@10 0.93 at 16, 0.95 at 32, 0.96 at 64 (100k tracks)
-PROBED_TRACKS = 32_768  # ... or fewer, down to 32, when fewer hold this many tracks
+PROBED_TRACKS = 16_384  # ... or fewer, down to 32, when fewer hold this many tracks
 
 
 def depth(index) -> int:
-    """Lists a shortlist probes: NPROBE, or as few as hold PROBED_TRACKS tracks, at least 32. At
-    10M (8,192 lists of 1,220) recall@10 was 0.978 / 0.986 at 32, 48 and 64 lists, and the probe
-    most of a query's time; at 1M (2,048 of 490) 0.978 / 0.978 at 32, 0.980 / 0.984 at 64."""
+    """Lists a shortlist probes: NPROBE, or as few as hold PROBED_TRACKS tracks, at least 32 (the
+    probe is most of a query's time). Recall@10 (visual / text, fine codes) at 10M (8,192 lists of
+    1,220: 32 probed) 0.978 / 0.986 at 32, 48 and 64 lists; at 1M (2,048 of 490: 34 probed) 0.978 /
+    0.980, against 0.980 / 0.984 at 64; 100k (512 of 195) probes 64."""
     held = -(-PROBED_TRACKS * index.nlist // max(index.ntotal, 1))
     return int(min(index.nlist, max(NPROBE // 2, min(NPROBE, held))))
 RANGE_NPROBE = 16  # lists a range search probes first, before it deepens
