@@ -1,6 +1,6 @@
 """A store that grows past the threshold: compressed in one atomic write, checked cheaply on open
 and fully by `check`, still written to (list by list) and repaired; "last seen" from the videos'
-id blocks; the list files are FAISS's own layout, each list in id order; bulk builds stream."""
+id blocks; the list files are FAISS's own layout, each list in id order, then the fine codes; bulk builds stream."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import pytest
 
 import vqsearch.store as store_module
 from test_store import _indexed, video_files  # noqa: F401 (a fixture)
-from vqsearch import vector_index
+from vqsearch import fine_codes, vector_index
 from vqsearch.errors import VQSearchError
 from vqsearch.list_file import GrowingLists
 from vqsearch.list_walk import Walk
@@ -53,7 +53,7 @@ def test_last_seen_maps_any_number_of_tracks_to_videos_by_their_id_blocks(grown)
     assert store.latest_track(ids[:30], scores[:30], until_frame=10) == 5  # all cut at 10: the best score of those
 
 
-def test_open_checks_a_compressed_file_by_its_count_and_check_by_its_ids(grown):
+def test_open_checks_a_compressed_file_by_its_count_and_check_by_its_ids(grown, monkeypatch):
     import faiss
 
     path = grown / "text-2.faiss"
@@ -66,6 +66,14 @@ def test_open_checks_a_compressed_file_by_its_count_and_check_by_its_ids(grown):
     Store.open(grown)  # the count is right: opening reads no ids
     assert Store.open(grown, verify=False).health().problems == [
         "text-2.faiss holds the vectors of 60 ids that are no track's, in place of 60 tracks'"]
+    monkeypatch.setattr(store_module, "CHECKED_IDS", 7)  # the tracks' ids compared a part at a time
+    moved.reset()
+    moved.add_with_ids(vector_index.vectors_of(index, ids), np.where(ids > 50, ids + 1000, ids))
+    faiss.write_index(moved, str(path))
+    assert Store.open(grown, verify=False).health().problems == [
+        "text-2.faiss holds the vectors of 10 ids that are no track's, in place of 10 tracks'"]
+    moved.reset()
+    moved.add_with_ids(vector_index.vectors_of(index, ids), ids + 1000)
     moved.remove_ids(np.array([1001], np.int64))
     faiss.write_index(moved, str(path))
     with pytest.raises(VQSearchError, match="text-2.faiss holds 59 vectors for 60 tracks"):
@@ -98,19 +106,34 @@ def test_a_list_file_is_faiss_own_layout_with_each_list_in_id_order(tmp_path):
     order = np.argsort(ids)
     trained.add_with_ids(vectors[order], ids[order])
     faiss.write_index(trained, str(tmp_path / "faiss.faiss"))
-    assert (tmp_path / "grown.faiss").read_bytes() == (tmp_path / "faiss.faiss").read_bytes()
+    grown, own = (tmp_path / "grown.faiss").read_bytes(), (tmp_path / "faiss.faiss").read_bytes()
+    assert grown[:len(own)] == own  # then the fine codes and their trailer, which FAISS does not read
+    assert len(grown) == len(own) + 3000 * fine_codes.fine_size(16) + fine_codes.TRAILER.size
     assert not any((tmp_path / "spill").iterdir())  # the spilled rows were consumed
 
-    changed = GrowingLists(faiss.read_index(str(tmp_path / "grown.faiss"), faiss.IO_FLAG_MMAP), tmp_path / "spill")
+    changed = GrowingLists(_read(tmp_path / "grown.faiss"), tmp_path / "spill")
     changed.remove_ids(np.arange(1, 101))
     changed.add_with_ids(vectors[:10], np.arange(5001, 5011))
     assert changed.ntotal == 2910
     changed.write(tmp_path / "changed.faiss")
-    index = faiss.read_index(str(tmp_path / "changed.faiss"), faiss.IO_FLAG_MMAP)
+    index = _read(tmp_path / "changed.faiss")
     assert index.ntotal == 2910 and _lists_ascending(index)
     assert set(vector_index.stored_ids(index).tolist()) == set(range(101, 3001)) | set(range(5001, 5011))
     found, sims = vector_index.nearest(index, vectors[0], 1)
-    assert found[0] in (ids[0], 5001) and sims[0] > 0.95  # the same vector, stored twice
+    assert found[0] in (ids[0], 5001) and sims[0] > 0.99  # the same vector, stored twice
+    exact = dict(zip(ids.tolist(), vectors)) | dict(zip(range(5001, 5011), vectors[:10]))
+    shortlist = Walk(index, vectors[0]).shortlist(2000)  # the fine codes kept through the change, and the new ones'
+    truth = np.stack([exact[i] for i in shortlist.ids.tolist()]) @ vectors[0]
+    assert np.abs(shortlist.fine - truth).mean() < 0.4 * np.abs(shortlist.sims - truth).mean()
+
+
+def _read(path: Path):
+    """A compressed file as the store reads it: memory-mapped, with its fine codes."""
+    import faiss
+
+    index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+    fine_codes.attach(index, path)
+    return index
 
 
 def test_a_walk_finds_what_a_range_search_of_every_list_finds(tmp_path):
@@ -125,10 +148,10 @@ def test_a_walk_finds_what_a_range_search_of_every_list_finds(tmp_path):
     _, sims, ids = index.range_search(query[None], 0.3)
     walk = Walk(index, query)
     assert sorted(walk.within(0.3, 0.0)[0].tolist()) == sorted(ids.tolist())
-    block = walk.within(0.3, 0.0, (1001, 2000))[0]
+    block = walk.blocks(0.3, [(1001, 2000)])[0]
     assert sorted(block.tolist()) == sorted(i for i in ids.tolist() if 1001 <= i <= 2000)
     unordered = Walk(index, query, in_id_order=False)  # a store written before: every id checked
-    assert sorted(unordered.within(0.3, 0.0, (1001, 2000))[0].tolist()) == sorted(block.tolist())
+    assert sorted(unordered.blocks(0.3, [(1001, 1500), (1501, 2000)])[0].tolist()) == sorted(block.tolist())
     shortlist = walk.shortlist(512)
     near, near_sims = vector_index.nearest(index, query, 512)
     assert shortlist.ids.tolist() == near.tolist() and np.allclose(shortlist.sims, near_sims)
@@ -179,3 +202,34 @@ def test_add_many_streams_a_compressed_store(tmp_path):
     assert is_compressed(store.vectors().visual) and store.vectors().text.ntotal == 1200
     assert store.health().problems == [] and not (tmp_path / "db" / ".spill").exists()
     assert store.latest_track(np.array([5, 401, 1190]), np.ones(3)) == 1190
+    assert store.later_blocks(np.array([5, 10])) == [(401, 1200)]  # the videos recorded after: one run
+    assert store.later_blocks(np.array([5, 900])) == []
+
+
+def test_last_seen_of_a_compressed_store_finds_a_chance_match_in_a_far_list(tmp_path):
+    """The margin rule passes chance matches anywhere; when one in the latest likely video ends
+    last it is the answer, whichever list holds it (`Walk.blocks` searches them all: the lists
+    around the query hold chance matches no more densely than the rest, so a walk stops at 16)."""
+    from types import SimpleNamespace
+
+    from queries.engine import QueryEngine
+    from vqsearch.models.base import ModelConfig
+
+    videos = _bulk_videos(3, 1000)  # 128 lists: more than a shortlist probes
+    rng = np.random.default_rng(3)
+    query = _unit(rng.normal(size=(1, 16)))[0]
+    for video in videos:  # the other tracks: half of them chance matches (0.3-0.5), in every list
+        other = rng.normal(size=(1000, 16))
+        other = _unit(other - (other @ query)[:, None] * query)
+        part = rng.uniform(0.3, 0.5, (1000, 1))
+        video.vectors["visual"][:] = part * query + np.sqrt(1 - part**2) * other
+        video.vectors["visual"][10:40] = _unit(query + 0.05 * rng.normal(size=(30, 16)))  # the object
+    last = videos[-1].vectors["visual"][-1]  # ends last: a chance match too weak for the shortlist
+    last[:] = 0.41 * query + np.sqrt(1 - 0.41**2) * _unit((last - (last @ query) * query)[None])[0]
+    training = {kind: np.concatenate([video.vectors[kind] for video in videos]) for kind in videos[0].vectors}
+    store = Store.open(tmp_path / "db", create=True)
+    store.add_many("m", iter(videos), 3000, training, compress_from=1000)
+    config = ModelConfig(name="m", visual_threshold=0.4, visual_video_share=0.8)
+    engine = QueryEngine(Store.open(tmp_path / "db"), SimpleNamespace(config=config))
+    last, _ = engine.answer({"visual": query})
+    assert last.track_id == 3000

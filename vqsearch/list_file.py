@@ -9,7 +9,9 @@ spilled to files of a few lists each beside the index; the ids removed are noted
 streams list by list the lists it started from (memory-mapped) less the removed ids, then the
 spilled rows of that list, in FAISS's own layout of an inverted file (its header, then "ilar"
 lists), which `faiss.read_index` memory-maps as it does its own files: the bytes are those
-`write_index` gives for the same index (tested). Each list holds its ids in ascending order, so a
+`write_index` gives for the same index (tested), followed by the vectors' fine codes in the same
+order (`fine_codes`: computed as vectors are added, from the exact vectors; a file written before
+them has none, and nor has one made from it). Each list holds its ids in ascending order, so a
 search of a block of ids (a video's) reads only a stretch of each list (`IDSelectorRange`).
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from vqsearch.errors import VQSearchError
+from vqsearch.fine_codes import FineEncoder, attached, supports, trailer
 
 BUCKETS = 64  # spill files per kind: writing holds one in memory, about 1/64 of the codes added
 
@@ -62,8 +65,12 @@ class GrowingLists:
         self.base, self.spill = base, spill
         self.d, self.nlist, self.code_size = base.d, base.nlist, base.code_size
         self.per_bucket = -(-self.nlist // BUCKETS)
-        self.row = np.dtype([("list", "<i8"), ("id", "<i8"), ("code", "u1", (self.code_size,))])
+        fine = supports(base) and (not base.ntotal or attached(base) is not None)  # base's vectors all have them
+        self.fine = FineEncoder(base) if fine else None
+        self.row = np.dtype([("list", "<i8"), ("id", "<i8"), ("code", "u1", (self.code_size,))]
+                            + ([("fine", "u1", (self.fine.size,))] if self.fine else []))
         self.added = 0
+        self.per_list = np.zeros(self.nlist, np.int64)  # vectors added to each list
         self.removed = np.zeros(0, np.int64)
         spill.mkdir(parents=True, exist_ok=True)
 
@@ -80,6 +87,9 @@ class GrowingLists:
         self.base.encode_vectors(len(vectors), faiss.swig_ptr(vectors), faiss.swig_ptr(lists), faiss.swig_ptr(codes))
         rows = np.empty(len(vectors), self.row)
         rows["list"], rows["id"], rows["code"] = lists, ids, codes
+        if self.fine:
+            rows["fine"] = self.fine.encode(vectors, lists, codes)
+        self.per_list += np.bincount(lists, minlength=self.nlist)
         buckets = lists // self.per_bucket
         order = np.argsort(buckets, kind="stable")
         bounds = np.searchsorted(buckets[order], np.arange(BUCKETS + 1))
@@ -94,25 +104,38 @@ class GrowingLists:
     def _bucket(self, number: int) -> Path:
         return self.spill / f"{number}.rows"
 
-    def _base_list(self, number: int) -> tuple[np.ndarray, np.ndarray]:
-        """(codes, ids) of one of base's lists, views of its memory-mapped file."""
+    def _base_list(self, number: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(codes, ids, fine codes or None) of one of base's lists, views of its memory-mapped file."""
         faiss = _faiss()
         lists = self.base.invlists
         size = lists.list_size(number)
         if not size:
-            return np.zeros((0, self.code_size), np.uint8), np.zeros(0, np.int64)
+            return (np.zeros((0, self.code_size), np.uint8), np.zeros(0, np.int64),
+                    np.zeros((0, self.fine.size), np.uint8) if self.fine else None)
         codes = faiss.rev_swig_ptr(lists.get_codes(number), size * self.code_size).reshape(size, self.code_size)
-        return codes, faiss.rev_swig_ptr(lists.get_ids(number), size)
+        held = attached(self.base) if self.fine else None
+        fine = None if held is None else held.codes[held.list_start[number]:held.list_start[number] + size]
+        return codes, faiss.rev_swig_ptr(lists.get_ids(number), size), fine
+
+    def _sizes(self) -> np.ndarray:
+        """How many vectors each list of the written file holds: base's, less those removed, plus those added."""
+        sizes = np.array([self.base.invlists.list_size(i) for i in range(self.nlist)], np.int64) + self.per_list
+        if len(self.removed):
+            for number in np.flatnonzero(sizes).tolist():
+                sizes[number] -= int(np.isin(self._base_list(number)[1], self.removed).sum())
+        return sizes
 
     def write(self, path: Path) -> None:
-        """Write the index to `path`, list by list; the spilled rows are consumed (write once)."""
-        sizes = np.zeros(self.nlist, np.uint64)
-        with open(path, "wb") as out:
+        """Write the index to `path`, list by list (then the fine codes, in the same order, through a
+        second handle at their known place); the spilled rows are consumed (write once)."""
+        sizes = self._sizes()
+        with open(path, "wb") as out, open(path, "r+b") as fine_out:
             out.write(header(self.base, self.ntotal))
             out.write(b"ilar" + struct.pack("<QQ", self.nlist, self.code_size))
             out.write(b"full" + struct.pack("<Q", self.nlist))
-            at = out.tell()
-            out.write(sizes.tobytes())  # filled in at the end
+            out.write(sizes.astype(np.uint64).tobytes())
+            fine_start = out.tell() + int(sizes.sum()) * (self.code_size + 8)
+            fine_out.seek(fine_start)
             for bucket in range(BUCKETS):
                 first = bucket * self.per_bucket
                 lists = range(first, min(first + self.per_bucket, self.nlist))
@@ -122,20 +145,26 @@ class GrowingLists:
                 rows = rows[np.argsort(rows["list"], kind="stable")]
                 bounds = np.searchsorted(rows["list"], np.arange(first, first + len(lists) + 1))
                 for slot, number in enumerate(lists):
-                    codes, ids = self._base_list(number)
+                    codes, ids, fine = self._base_list(number)
                     new = rows[bounds[slot]:bounds[slot + 1]]
-                    codes, ids = np.concatenate([codes, new["code"]]), np.concatenate([ids, new["id"]])
+                    parts = [np.concatenate([codes, new["code"]]), np.concatenate([ids, new["id"]])]
+                    if self.fine:
+                        parts.append(np.concatenate([fine, new["fine"]]))
                     if len(self.removed):
-                        kept = ~np.isin(ids, self.removed)
-                        codes, ids = codes[kept], ids[kept]
-                    if np.any(ids[1:] < ids[:-1]):  # a search of a block of ids reads a stretch of each list
-                        order = np.argsort(ids, kind="stable")
-                        codes, ids = codes[order], ids[order]
-                    out.write(codes.tobytes())
-                    out.write(ids.tobytes())
-                    sizes[number] = len(ids)
-            out.seek(at)
-            out.write(sizes.tobytes())
+                        kept = ~np.isin(parts[1], self.removed)
+                        parts = [part[kept] for part in parts]
+                    if np.any(parts[1][1:] < parts[1][:-1]):  # a search of a block of ids reads a stretch of each list
+                        order = np.argsort(parts[1], kind="stable")
+                        parts = [part[order] for part in parts]
+                    if len(parts[1]) != sizes[number]:
+                        raise VQSearchError(f"{path.name}: list {number} holds {len(parts[1])} vectors, "
+                                            f"{sizes[number]} were counted")
+                    out.write(parts[0].tobytes())
+                    out.write(parts[1].tobytes())
+                    if self.fine:
+                        fine_out.write(parts[2].tobytes())
+            if self.fine:
+                fine_out.write(trailer(fine_start, self.fine.size))
         if int(sizes.sum()) != self.ntotal:
             raise VQSearchError(f"{path.name}: {int(sizes.sum())} vectors written for {self.ntotal}: removed ids "
                                 "that the index does not hold")

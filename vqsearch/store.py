@@ -41,6 +41,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from vqsearch.database import Catalogue, Database, Directory
 from vqsearch.errors import VQSearchError
+from vqsearch.fine_codes import attach
 from vqsearch.list_file import GrowingLists
 from vqsearch.schema import (KINDS, KNOWN_SCHEMAS, SCHEMA_VERSION, BackgroundTrack, Base, Meta, Observation,
                              PartialVideo, ShotCut, TrackRow, Video, committed_kinds, faiss_name, generation_of)
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     from indexer.pipeline import IndexedVideo
 
 BACKGROUND_SAMPLE = 4096  # tracks in a compressed store's background sample (median, MAD of a query)
+CHECKED_IDS = 1_000_000  # tracks' ids read at a time when a check compares them with a FAISS file's
 
 _TABLES = {"meta", "videos", "tracks", "observations"}
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -93,7 +95,8 @@ def _new_index(dim: int):
 def _load_index(path: Path, mapped: bool = True):
     """A FAISS file as vqsearch writes them (a flat ID map, or a compressed inverted file), or a
     VQSearchError saying what is wrong. A compressed file's lists are always memory-mapped (read as
-    probed; FAISS checks they lie inside the file; a write streams them: `GrowingLists`); a flat
+    probed; FAISS checks they lie inside the file; a write streams them: `GrowingLists`), with their
+fine codes when the file holds them (`fine_codes`); a flat
     file's vectors are too with `mapped` (read to be checked), else read into memory, as a write
     that changes them needs."""
     import faiss
@@ -108,6 +111,8 @@ def _load_index(path: Path, mapped: bool = True):
         raise VQSearchError(f"{path.name} is unreadable (truncated or corrupt)") from None
     if not isinstance(index, (faiss.IndexIDMap2, faiss.IndexIVF)):
         raise VQSearchError(f"{path.name} is not a vqsearch vector file")
+    if not flat:
+        attach(index, path)
     return index
 
 
@@ -408,7 +413,6 @@ class Store:
         if tracks and not files:
             return [f"its {tracks} tracks have no FAISS files"]
         problems = []
-        ids = None  # the tracks' ids, read when a file's are
         for path in files.values():
             try:
                 index = _load_index(path)
@@ -420,13 +424,26 @@ class Store:
                 continue
             if is_compressed(index) and not every_id:
                 continue
-            stored = np.sort(stored_ids(index))
-            if ids is None:
-                ids = np.asarray(session.scalars(select(TrackRow.id).order_by(TrackRow.id)).all(), dtype=np.int64)
-            if not np.array_equal(stored, ids):
-                problems.append(f"{path.name} holds the vectors of {np.setdiff1d(stored, ids).size} ids that are "
-                                f"no track's, in place of {np.setdiff1d(ids, stored).size} tracks'")
+            strays, missing = self._unmatched(session, np.sort(stored_ids(index)))
+            if strays or missing:
+                problems.append(f"{path.name} holds the vectors of {strays} ids that are no track's, in place of "
+                                f"{missing} tracks'")
         return problems
+
+    @staticmethod
+    def _unmatched(session: Session, stored: np.ndarray) -> tuple[int, int]:
+        """(how many of these sorted ids are no track's, how many tracks' ids are not among them):
+        the tracks' ids read in order a million at a time, each part against the stored ids in its
+        range, so that 10M tracks' ids are never held as Python ints (a list of them took GBs)."""
+        strays = missing = done = 0
+        rows = session.execute(select(TrackRow.id).order_by(TrackRow.id).execution_options(yield_per=CHECKED_IDS))
+        for part in rows.scalars().partitions():
+            ids = np.fromiter(part, np.int64, len(part))
+            upto = int(np.searchsorted(stored, ids[-1], side="right"))
+            strays += np.setdiff1d(stored[done:upto], ids, assume_unique=True).size
+            missing += np.setdiff1d(ids, stored[done:upto], assume_unique=True).size
+            done = upto
+        return strays + len(stored) - done, missing
 
     @staticmethod
     def _track_count(session: Session, meta: dict[str, str], counted: bool) -> int:
@@ -868,6 +885,20 @@ class Store:
         """The video id of each of these tracks, by the videos' blocks of ids (schema 5)."""
         videos = self._blocks()
         return videos[np.searchsorted(videos[:, 0], ids, side="right") - 1, 3].astype(np.int64)
+
+    def later_blocks(self, ids: np.ndarray) -> list[tuple[int, int]]:
+        """(first, last) track ids of the videos recorded after the latest video holding any of these
+        tracks (recording time, then id), as runs of neighbouring blocks: where a later sighting
+        can only be (schema 5). Videos indexed in recording order make one run."""
+        videos = self._blocks()
+        held = np.unique(np.searchsorted(videos[:, 0], ids, side="right") - 1)
+        latest = videos[held[np.lexsort((videos[held, 3], videos[held, 2]))[-1]]]
+        later = np.flatnonzero((videos[:, 2] > latest[2]) | ((videos[:, 2] == latest[2]) & (videos[:, 3] > latest[3])))
+        if not len(later):
+            return []
+        apart = np.diff(later) > 1
+        starts, ends = later[np.r_[True, apart]], later[np.r_[apart, True]]
+        return [(int(videos[start, 0]), int(videos[end, 1])) for start, end in zip(starts.tolist(), ends.tolist())]
 
     def latest_block(self, ids: np.ndarray) -> tuple[int, int] | None:
         """(first, last) track id of the latest video (recording time, then id) holding any of

@@ -25,7 +25,7 @@ from queries.engine import QueryEngine, above_background, load_crop
 from queries.scale.synthetic import FPS, FRAME, Planted, Prototypes, SyntheticStore
 from vqsearch.errors import VQSearchError
 from vqsearch.store import BulkVideo, Store
-from vqsearch.vector_index import COMPRESS_FROM, all_vectors, nearest, training_size, vectors_of
+from vqsearch.vector_index import COMPRESS_FROM, all_vectors, is_compressed, nearest, training_size, vectors_of
 
 PER_VIDEO = 10_000  # tracks per synthetic video (an hour or so of one person's camera)
 WARM_QUERIES = 200  # per kind of query
@@ -87,13 +87,17 @@ class Exact:
 
     def last_seen(self, engine: QueryEngine, kinds: tuple[str, ...]) -> tuple[int, int]:
         """(track number of the exact last occurrence, how many tracks are occurrences) by the
-        engine's rule over every track: the crop deciding for both when the model says so, and
-        only the videos whose best occurrence holds the model's share of the best."""
+        engine's rule over every track's exact score: the crop deciding for both when the model
+        says so, the background that of the store's sample when it is compressed (as the engine
+        measures it: `QueryEngine.sample_scores`), and only the videos whose best occurrence holds
+        the model's share of the best."""
         if set(kinds) == {"visual", "text"} and not engine.model.config.joint_decides:
             kinds = ("visual",)
         scores = np.prod([np.maximum(self.planted[kind], 0.0) for kind in kinds], axis=0)
-        threshold, margin, share = engine._rule(set(kinds))
-        floor = max(threshold, above_background(scores, margin))
+        threshold, margin, share = engine._rule(set(kinds), engine.store.video_count() == 1)  # as the engine asks
+        compressed = is_compressed(engine.store.vectors(["visual"]).visual)
+        background = engine.sample_scores({kind: self.planted_tokens[kind] for kind in kinds})[1] if compressed else scores
+        floor = max(threshold, above_background(background, margin))
         passing = np.flatnonzero(scores >= floor)
         video, end = np.concatenate(self.video)[passing], np.concatenate(self.end)[passing]
         numbers = passing.tolist()  # the engine's own video share, over every passing track
