@@ -96,9 +96,8 @@ def _load_index(path: Path, mapped: bool = True):
     """A FAISS file as vqsearch writes them (a flat ID map, or a compressed inverted file), or a
     VQSearchError saying what is wrong. A compressed file's lists are always memory-mapped (read as
     probed; FAISS checks they lie inside the file; a write streams them: `GrowingLists`), with their
-fine codes when the file holds them (`fine_codes`); a flat
-    file's vectors are too with `mapped` (read to be checked), else read into memory, as a write
-    that changes them needs."""
+    fine codes when the file holds them (`fine_codes`); a flat file's vectors are too with `mapped`
+    (read to be checked), else read into memory, as a write that changes them needs."""
     import faiss
 
     if not path.is_file():
