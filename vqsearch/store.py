@@ -852,9 +852,9 @@ class Store:
 
     def video_count(self) -> int:
         """How many videos the index holds (kept per generation of the vectors last read)."""
-        return self._pergeneration_of("videos", lambda session: session.scalar(select(func.count(Video.id))))
+        return self._per_generation("videos", lambda session: session.scalar(select(func.count(Video.id))))
 
-    def _pergeneration_of(self, name: str, read: Callable[[Session], object]):
+    def _per_generation(self, name: str, read: Callable[[Session], object]):
         """A read of the rows kept until the generation of the vectors last read changes: every
         write that changes videos commits a new generation."""
         generation, cached = self._cached
@@ -869,7 +869,7 @@ class Store:
     def _blocks(self) -> np.ndarray:
         """[videos, 4]: each video's first and last track id, recording time and id, by first track id
         (kept per generation)."""
-        return self._pergeneration_of("blocks", lambda session: np.array(session.execute(
+        return self._per_generation("blocks", lambda session: np.array(session.execute(
             select(Video.first_track_id, Video.last_track_id, Video.recorded_at, Video.id)
             .where(Video.first_track_id.is_not(None)).order_by(Video.first_track_id)).all(),
             dtype=np.float64).reshape(-1, 4))
@@ -878,7 +878,7 @@ class Store:
         """Whether each list of the compressed files holds its ids in ascending order: so every
         generation this vqsearch wrote (`GrowingLists`); one written before may not be (FAISS
         removed ids by moving a list's last one into the gap) until its next write."""
-        return self._pergeneration_of("lists", lambda session: self._meta(session).get("lists") == "id order")
+        return self._per_generation("lists", lambda session: self._meta(session).get("lists") == "id order")
 
     def video_ids(self, ids: np.ndarray) -> np.ndarray:
         """The video id of each of these tracks, by the videos' blocks of ids (schema 5)."""
