@@ -107,10 +107,6 @@ def vectors_of(index, ids: np.ndarray) -> np.ndarray:
     return index.reconstruct_batch(ids).astype(np.float32)
 
 
-def _ivf_params(index, nprobe: int, selector=None):
-    return _faiss().SearchParametersIVF(nprobe=min(nprobe, index.nlist), sel=selector)
-
-
 def scores_of(index, query: np.ndarray, ids: np.ndarray) -> dict[int, float]:
     """{id: inner product with `query`} for these ids of a compressed index: every list is scanned
     for them (no id is missed, none decoded twice)."""
@@ -119,7 +115,7 @@ def scores_of(index, query: np.ndarray, ids: np.ndarray) -> dict[int, float]:
     if not len(ids):
         return {}
     selector = faiss.IDSelectorBatch(ids)
-    _, sims, found = index.range_search(query[None], ALL, params=_ivf_params(index, index.nlist, selector))
+    _, sims, found = index.range_search(query[None], ALL, params=faiss.SearchParametersIVF(nprobe=index.nlist, sel=selector))
     return dict(zip(found.tolist(), sims.tolist()))
 
 
