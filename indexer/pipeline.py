@@ -6,7 +6,8 @@ tracks). Nothing here imports torch: the embedded model indexes on OpenVINO and 
 
 Each region observation also gets its text token (projected or pooled per region), its colour
 histogram (`vqsearch.colours`) and, on the frames a model's detector sees (`detect_fps`), its
-detection evidence; a track keeps their means.
+detection evidence; a track keeps their means. There, a confident detection no region stands
+for gets a region (and a track) of its own (`detector.detected_regions`).
 Tracks end at shot cuts (`indexer.shots`); the cuts are kept so answers never cross them either.
 """
 
@@ -24,9 +25,10 @@ import numpy as np
 from indexer.shots import FrameLook, is_cut
 from indexer.video import VideoInfo, sample_indices, stream
 from vqsearch.colours import DIM, region_colours
-from vqsearch.merge import Track, TrackBuilder, merge_in_frame, unit
+from vqsearch.merge import FrameRegions, Track, TrackBuilder, merge_in_frame, unit
 from vqsearch.models.base import SearchModel
-from vqsearch.models.detector import Detection, Detector, box_labels, region_labels, with_labels
+from vqsearch.models.detector import (Detection, Detector, box_labels, corners_to_boxes, detected_regions,
+                                      region_labels, with_labels)
 from vqsearch.models.runtime import pipeline_threads
 from vqsearch.regions import grid_points, half_max_masks, mask_boxes
 
@@ -180,6 +182,10 @@ class LateLabels:
     In a segment, a track that starts on `hold_from` (the first frame of a segment that follows
     another) or is still active at the end may be part of a longer one: its label is `held`, not
     given, whatever its length, for the stitching to give or drop.
+
+    A run for a track that is given its label is `fresh` until taken: its confident detections
+    that no region stands for get regions of their own, as on the frames the detector sees anyway
+    (`detector.detected_regions`), from what the buffer kept of that frame (`keep`'s `region_inputs`).
     """
 
     def __init__(self, detector: Detector | None, every: int, min_frames: int, frame_hw: tuple[int, int],
@@ -187,20 +193,33 @@ class LateLabels:
         self.detector, self.min_frames, self.frame_hw, self.hold_from = detector, min_frames, frame_hw, hold_from
         self.threads = threads
         self.frames: dict[int, np.ndarray] = {}
+        self.region_inputs: dict[int, tuple] = {}
         self.found: dict[int, list[Detection]] = {}
         self.held: list[tuple[Track, np.ndarray]] = []
+        self.fresh: list[int] = []
         self.depth = every + 1
 
-    def keep(self, frame: int, pixels: np.ndarray, detections: list[Detection] | None) -> None:
+    def keep(self, frame: int, pixels: np.ndarray, detections: list[Detection] | None,
+             region_inputs: tuple | None = None) -> None:
         if self.detector is None:
             return
         self.frames[frame] = pixels  # frames come in order: the oldest goes first
+        if region_inputs is not None:
+            self.region_inputs[frame] = region_inputs
         if detections is not None:
             self.found[frame] = detections
         if len(self.frames) > self.depth:
             oldest = min(self.frames)
             del self.frames[oldest]
             self.found.pop(oldest, None)
+            self.region_inputs.pop(oldest, None)
+
+    def take_fresh(self) -> list[tuple[int, list[Detection], tuple]]:
+        """(frame, detections, what `keep` kept of it) of the fresh runs, once each."""
+        taken = [(frame, self.found[frame], self.region_inputs[frame]) for frame in self.fresh
+                 if frame in self.region_inputs]
+        self.fresh = []
+        return taken
 
     def label(self, ended: list[Track], hold: bool = False) -> None:
         """Label the tracks that ended; with `hold`, hold back the labels of all of them."""
@@ -214,6 +233,8 @@ class LateLabels:
                 continue
             if last not in self.found:
                 self.found[last] = self.detector(self.frames[last], self.threads)
+                if not held:
+                    self.fresh.append(last)
             x, y, bw, bh = track.boxes[-1]
             labels = box_labels(self.found[last], (x / w, y / h, (x + bw) / w, (y + bh) / h))
             if held:
@@ -277,6 +298,28 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
     threads = pipeline_threads()
     late = LateLabels(detector, every, config.min_track_frames, (info.height, info.width),
                       hold_from=indices[0] if first > 0 else None, threads=threads)
+
+    def describe(regions: FrameRegions, pixels: np.ndarray, context, detections: list[Detection] | None) -> np.ndarray:
+        """Fill in a frame's regions' text tokens, colours and detection evidence; their binary masks."""
+        if pooling is not None:
+            regions.text = pooling(context, regions.masks)
+        elif model.has_text:
+            regions.text = encoder.text_tokens(regions.tokens)
+        inside = half_max_masks(regions.masks)
+        regions.colours = region_colours(pixels, inside)
+        if detections is not None:
+            regions.labels = region_labels(detections, inside)
+        return inside
+
+    def add_detected(frame: int, detections: list[Detection], region_inputs: tuple, link: bool) -> int:
+        """Regions of their own for the detections no region stands for, as tracks; how many."""
+        inside, frame_tokens, frame_masks, pixels, context = region_inputs
+        found, corners = detected_regions(detections, inside, frame_tokens, frame_masks, prompt_points, size)
+        if len(found.tokens):
+            describe(found, pixels, context, detections)
+        builder.add_detected(frame, found, corners_to_boxes(corners, (info.height, info.width)), link)
+        return len(found.tokens)
+
     depth = max(2, 8 // batch)  # a few frames in flight between stages, whatever the batch
     decoded = prefetch(stream(info, indices, size, batch), depth)
     encoded = prefetch(backbone_stage(decoded, model, threads), depth)
@@ -293,23 +336,23 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
             previous = (frame, look)
             regions = merge_in_frame(tokens[b], masks[b], prompt_points, config.merge_cosine,
                                      config.merge_mask_iou, config.min_group)
-            if pooling is not None:
-                regions.text = pooling(step.contexts[b], regions.masks)
-            elif model.has_text:
-                regions.text = encoder.text_tokens(regions.tokens)
-            inside = half_max_masks(regions.masks)
-            regions.colours = region_colours(pixels, inside)
-            detections = step.detections[b]
-            if detections is not None:
-                regions.labels = region_labels(detections, inside)
+            context, detections = step.contexts[b] if pooling is not None else None, step.detections[b]
+            inside = describe(regions, pixels, context, detections)
             region_tokens += len(regions.tokens)
-            late.keep(frame, pixels, detections)
+            region_inputs = (inside, tokens[b], masks[b], pixels, context)
+            late.keep(frame, pixels, detections, region_inputs)
             late.label(builder.add_frame(frame, regions, mask_boxes(inside, (info.height, info.width)), cut))
+            for seen, found, inputs in late.take_fresh():  # before this frame's: a cut may lie between
+                region_tokens += add_detected(seen, found, inputs, link=False)
+            if detections is not None:
+                region_tokens += add_detected(frame, detections, region_inputs, link=True)
             if first_look is None:
                 first_look, first_tokens = look, [t.token for t in builder.tracks]
         if progress:
             progress(len(step.frames))
     late.label(builder.active, hold=end < len(sampled))
+    for seen, found, inputs in late.take_fresh():
+        region_tokens += add_detected(seen, found, inputs, link=False)
     tracked = Tracked(builder.tracks, len(indices), patch_tokens, region_tokens, time.perf_counter() - start, cuts)
     if span is not None:
         number = {id(track): n for n, track in enumerate(builder.tracks)}
@@ -322,7 +365,7 @@ def finish(model: SearchModel, info: VideoInfo, fps: float, tracked: Tracked) ->
     """Keep the tracks seen on enough sampled frames and stack their tokens for the store."""
     config, backbone = model.config, model.backbone
     detector = model.detector if model.has_text else None
-    tracks = [t for t in tracked.tracks if len(t.frames) >= config.min_track_frames]
+    tracks = [t for t in tracked.tracks if len(t.frames) >= config.min_track_frames or t.detected]
     track_tokens = np.stack([t.token for t in tracks]).astype(np.float32) if tracks else np.zeros((0, backbone.dim), np.float32)
     colour = np.stack([t.colour for t in tracks]).astype(np.float32) if tracks else np.zeros((0, DIM), np.float32)
     text = None
@@ -330,6 +373,6 @@ def finish(model: SearchModel, info: VideoInfo, fps: float, tracked: Tracked) ->
         text = unit(np.stack([t.text_token for t in tracks])).astype(np.float32)
         if detector is not None:
             evidence = np.stack([t.label_evidence(len(detector.labels)) for t in tracks])
-            text = with_labels(text, evidence, detector)
+            text = with_labels(text, evidence, detector, np.array([t.detected for t in tracks]))
     return IndexedVideo(info, fps, tracked.frames_sampled, tracked.patch_tokens, tracked.region_tokens, tracks,
                         unit(track_tokens), text, colour, tracked.seconds, tracked.cuts, model.text_space)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import VIDEOS, need_shared
-from vqsearch.models.detector import COCO_CLASSES, CocoDetector, Detection, region_labels, with_labels
+from vqsearch.models.detector import (COCO_CLASSES, CocoDetector, Detection, corners_to_boxes, detected_regions,
+                                      region_labels, with_labels)
 
 
 def test_coco_classes_and_their_wordnet_synsets():
@@ -77,6 +78,50 @@ def test_regions_take_the_label_of_the_box_they_sit_in():
     assert region_labels([], inside).sum() == 0
 
 
+def test_a_detection_no_region_stands_for_gets_a_region_of_its_own():
+    # a 4 x 4 feature grid of an input 64 px high, 128 wide; one prompt per cell
+    ys, xs = np.meshgrid(np.arange(4), np.arange(4), indexing="ij")
+    points = np.stack([(ys.ravel() + 0.5) * 16, (xs.ravel() + 0.5) * 32], 1).astype(np.float32)
+    tokens = np.eye(16, 8, dtype=np.float32) + 0.1
+    masks = np.ones((16, 4, 4), np.float32)
+    whole = np.ones((1, 16, 16), bool)  # one merged region: the whole frame (the sea around a surfer)
+    person = Detection(0, 0.9, (0.25, 0.25, 0.75, 0.75))
+    found, corners = detected_regions([person, Detection(0, 0.8, (0.3, 0.25, 0.75, 0.75)),  # the same one again
+                                       Detection(41, 0.4, (0.0, 0.0, 0.5, 0.5))],            # not confident
+                                      whole, tokens, masks, points, (64, 128))
+    assert len(found.tokens) == 1 and np.allclose(corners, [person.box])
+    members = [5, 6, 9, 10]  # the prompts in the box
+    assert np.allclose(found.tokens[0], tokens[members].mean(0))
+    assert found.masks[0][1:3, 1:3].all() and found.masks[0].sum() == 4  # cut to the box
+    assert tuple(found.points[0]) in {tuple(p) for p in points[members]}
+    assert np.allclose(corners_to_boxes(corners, (480, 640)), [[160, 120, 320, 240]])
+    # a region mostly inside the box stands for it (it takes the label); so do an object's parts
+    part = np.zeros((1, 16, 16), bool)
+    part[0, 5:9, 5:9] = True
+    assert len(detected_regions([person], np.concatenate([whole, part]), tokens, masks, points, (64, 128))[0].tokens) == 0
+    # a box holding no prompt says nothing
+    tiny = Detection(0, 0.9, (0.0, 0.0, 0.05, 0.05))
+    assert len(detected_regions([tiny], whole, tokens, masks, points, (64, 128))[0].tokens) == 0
+
+
+def test_the_mug_in_a_hand_gets_a_track_of_its_own():
+    """In 04_coffee.mp4 the merge joins the mug to the hand around it; the detector sees a cup there
+    on every detector frame, and those detections make one track of the mug."""
+    from pathlib import Path
+
+    from indexer.pipeline import track_frames
+    from indexer.video import probe
+    from vqsearch.models.factory import create_model
+
+    tracked = track_frames(create_model(), probe(Path(need_shared(VIDEOS / "04_coffee.mp4"))), 5.0)
+    cup = [name for name, _ in COCO_CLASSES].index("cup")
+    mugs = [t for t in tracked.tracks if t.detected and t.label_evidence(80).argmax() == cup]
+    longest = max(mugs, key=lambda t: len(t.frames))
+    assert len(longest.frames) >= 8 and longest.frames == sorted(longest.frames)
+    x, y, w, h = np.mean(longest.boxes, 0)  # the mug's box, in the lower right of the 1280 x 720 frame
+    assert 600 < x + w / 2 < 1000 and 350 < y + h / 2 < 600 and w < 300 and h < 300
+
+
 def test_detections_take_their_share_of_the_text_token():
     from types import SimpleNamespace
 
@@ -90,6 +135,9 @@ def test_detections_take_their_share_of_the_text_token():
     # a track the classifier is sure of (its token is one of the classifier's labels) keeps it
     detector.beside = np.array([[1.0, 0.0, 0.0]], np.float32)
     assert np.allclose(with_labels(text, evidence, detector)[1], [1, 0, 0])
+    # ... but not a detection's own region: it is what was detected
+    assert np.allclose(with_labels(text, evidence, detector, np.array([False, True]))[1],
+                       np.array([0.1, 0.9, 0.0]) / np.hypot(0.1, 0.9), atol=1e-6)
     detector.beside = np.array([[0.97, np.sqrt(1 - 0.97 ** 2), 0.0]], np.float32)  # cosine 0.97: half the share
     assert np.allclose(with_labels(text, evidence, detector)[1], np.array([0.55, 0.45, 0.0]) / np.hypot(0.55, 0.45),
                        atol=1e-5)
@@ -124,3 +172,21 @@ def test_short_tracks_between_detector_frames_are_labelled_from_their_last_frame
     assert inside_box.label_evidence(80)[0] == pytest.approx(0.8)
     assert labelled.label_evidence(80).sum() == 80
     assert sorted(late.frames) == [1, 2, 3, 4, 5, 6]  # a buffer of every + 1 frames
+    # the run was for tracks given their labels: its detections may get regions of their own,
+    # from what was kept of the frame, once
+    assert late.fresh == [6] and late.take_fresh() == [] and late.fresh == []  # nothing kept for regions
+    late.keep(7, np.full((4, 4, 3), 7, np.uint8), None, region_inputs=("kept",))
+    late.label([_ended_at(7, regions)])
+    assert late.take_fresh() == [(7, late.found[7], ("kept",))] and late.take_fresh() == []
+    late.keep(8, np.full((4, 4, 3), 8, np.uint8), None, region_inputs=("kept",))
+    late.label([_ended_at(8, regions)], hold=True)  # a held label's run (a segment's edge) is not
+    assert seen == [6, 7, 8] and late.take_fresh() == []
+
+
+def _ended_at(frame, regions):
+    from vqsearch.merge import Track
+
+    track = Track(np.zeros(3))
+    for f in (frame - 1, frame):
+        track.add(f, regions, 0, np.array([10.0, 10.0, 40.0, 30.0]))
+    return track

