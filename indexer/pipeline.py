@@ -347,7 +347,7 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
             if detections is not None:
                 region_tokens += add_detected(frame, detections, region_inputs, link=True)
             if first_look is None:
-                first_look, first_tokens = look, [t.token for t in builder.tracks]
+                first_look, first_tokens = look, [t.token for t in builder.active]  # not the detections' own
         if progress:
             progress(len(step.frames))
     late.label(builder.active, hold=end < len(sampled))
