@@ -299,12 +299,14 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
     late = LateLabels(detector, every, config.min_track_frames, (info.height, info.width),
                       hold_from=indices[0] if first > 0 else None, threads=threads)
 
-    def describe(regions: FrameRegions, pixels: np.ndarray, context, detections: list[Detection] | None) -> np.ndarray:
-        """Fill in a frame's regions' text tokens, colours and detection evidence; their binary masks."""
+    def describe(regions: FrameRegions, pixels: np.ndarray, context, detections: list[Detection] | None,
+                 seen_as: np.ndarray | None = None) -> np.ndarray:
+        """Fill in a frame's regions' text tokens (from `seen_as`, when not their own tokens), colours
+        and detection evidence; their binary masks."""
         if pooling is not None:
             regions.text = pooling(context, regions.masks)
         elif model.has_text:
-            regions.text = encoder.text_tokens(regions.tokens)
+            regions.text = encoder.text_tokens(regions.tokens if seen_as is None else seen_as)
         inside = half_max_masks(regions.masks)
         regions.colours = region_colours(pixels, inside)
         if detections is not None:
@@ -313,10 +315,10 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
 
     def add_detected(frame: int, detections: list[Detection], region_inputs: tuple, link: bool) -> int:
         """Regions of their own for the detections no region stands for, as tracks; how many."""
-        inside, frame_tokens, frame_masks, pixels, context = region_inputs
-        found, corners = detected_regions(detections, inside, frame_tokens, frame_masks, prompt_points, size)
+        merged, inside, frame_tokens, frame_masks, pixels, context = region_inputs
+        found, own, corners = detected_regions(detections, merged, inside, frame_tokens, frame_masks, prompt_points, size)
         if len(found.tokens):
-            describe(found, pixels, context, detections)
+            describe(found, pixels, context, detections, own)
         builder.add_detected(frame, found, corners_to_boxes(corners, (info.height, info.width)), link)
         return len(found.tokens)
 
@@ -339,7 +341,7 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
             context, detections = step.contexts[b] if pooling is not None else None, step.detections[b]
             inside = describe(regions, pixels, context, detections)
             region_tokens += len(regions.tokens)
-            region_inputs = (inside, tokens[b], masks[b], pixels, context)
+            region_inputs = (regions, inside, tokens[b], masks[b], pixels, context)
             late.keep(frame, pixels, detections, region_inputs)
             late.label(builder.add_frame(frame, regions, mask_boxes(inside, (info.height, info.width)), cut))
             for seen, found, inputs in late.take_fresh():  # before this frame's: a cut may lie between

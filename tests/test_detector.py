@@ -79,29 +79,36 @@ def test_regions_take_the_label_of_the_box_they_sit_in():
 
 
 def test_a_detection_no_region_stands_for_gets_a_region_of_its_own():
+    from vqsearch.merge import FrameRegions
+
     # a 4 x 4 feature grid of an input 64 px high, 128 wide; one prompt per cell
     ys, xs = np.meshgrid(np.arange(4), np.arange(4), indexing="ij")
     points = np.stack([(ys.ravel() + 0.5) * 16, (xs.ravel() + 0.5) * 32], 1).astype(np.float32)
     tokens = np.eye(16, 8, dtype=np.float32) + 0.1
     masks = np.ones((16, 4, 4), np.float32)
-    whole = np.ones((1, 16, 16), bool)  # one merged region: the whole frame (the sea around a surfer)
+    # the merge made one region of the whole frame (the sea around a surfer)
+    sea = FrameRegions(tokens.mean(0, keepdims=True), masks[:1], points[:1], groups=np.zeros(16, np.int64))
+    whole = np.ones((1, 16, 16), bool)
+
+    def regions_for(detections, merged=sea, inside=whole):
+        return detected_regions(detections, merged, inside, tokens, masks, points, (64, 128))
+
     person = Detection(0, 0.9, (0.25, 0.25, 0.75, 0.75))
-    found, corners = detected_regions([person, Detection(0, 0.8, (0.3, 0.25, 0.75, 0.75)),  # the same one again
-                                       Detection(41, 0.4, (0.0, 0.0, 0.5, 0.5))],            # not confident
-                                      whole, tokens, masks, points, (64, 128))
+    found, own, corners = regions_for([person, Detection(0, 0.8, (0.3, 0.25, 0.75, 0.75)),  # the same one again
+                                       Detection(41, 0.4, (0.0, 0.0, 0.5, 0.5))])           # not confident
     assert len(found.tokens) == 1 and np.allclose(corners, [person.box])
     members = [5, 6, 9, 10]  # the prompts in the box
-    assert np.allclose(found.tokens[0], tokens[members].mean(0))
+    assert np.allclose(own[0], tokens[members].mean(0))   # what it looks like: its text side
+    assert np.allclose(found.tokens[0], sea.tokens[0])    # its visual token: the merge's
     assert found.masks[0][1:3, 1:3].all() and found.masks[0].sum() == 4  # cut to the box
     assert tuple(found.points[0]) in {tuple(p) for p in points[members]}
     assert np.allclose(corners_to_boxes(corners, (480, 640)), [[160, 120, 320, 240]])
     # a region mostly inside the box stands for it (it takes the label); so do an object's parts
     part = np.zeros((1, 16, 16), bool)
     part[0, 5:9, 5:9] = True
-    assert len(detected_regions([person], np.concatenate([whole, part]), tokens, masks, points, (64, 128))[0].tokens) == 0
+    assert len(regions_for([person], inside=np.concatenate([whole, part]))[0].tokens) == 0
     # a box holding no prompt says nothing
-    tiny = Detection(0, 0.9, (0.0, 0.0, 0.05, 0.05))
-    assert len(detected_regions([tiny], whole, tokens, masks, points, (64, 128))[0].tokens) == 0
+    assert len(regions_for([Detection(0, 0.9, (0.0, 0.0, 0.05, 0.05))])[0].tokens) == 0
 
 
 def test_the_mug_in_a_hand_gets_a_track_of_its_own():

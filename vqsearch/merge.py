@@ -16,7 +16,8 @@ class FrameRegions:
 
     Filled in after the merge: `text` [M, T] text-aligned tokens (projected or pooled per region),
     `colours` [M, 22] colour descriptors (`vqsearch.colours`), and on frames the detector saw,
-    `labels` [M, L] each region's evidence for each detector label.
+    `labels` [M, L] each region's evidence for each detector label. `groups` [Q]: the region each
+    prompt output went to (-1: a dropped group).
     """
 
     tokens: np.ndarray
@@ -25,6 +26,7 @@ class FrameRegions:
     text: np.ndarray | None = None
     colours: np.ndarray | None = None
     labels: np.ndarray | None = None
+    groups: np.ndarray | None = None
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -49,10 +51,12 @@ def merge_in_frame(tokens: np.ndarray, masks: np.ndarray, points: np.ndarray, co
     graph = (normed @ normed.T > cosine) | (iou > mask_iou)
     count, labels = connected_components(csr_matrix(graph), directed=False)
     keep_tokens, keep_masks, keep_points = [], [], []
+    groups = np.full(q, -1, np.int64)
     for group in range(count):
         members = np.flatnonzero(labels == group)
         if len(members) < min_group:
             continue
+        groups[members] = len(keep_tokens)
         mean = tokens[members].mean(0)
         keep_tokens.append(mean)
         keep_masks.append(masks[members].mean(0))
@@ -62,6 +66,7 @@ def merge_in_frame(tokens: np.ndarray, masks: np.ndarray, points: np.ndarray, co
         np.asarray(keep_tokens, dtype=np.float32).reshape(-1, d),
         np.asarray(keep_masks, dtype=np.float32).reshape(-1, *masks.shape[1:]),
         np.asarray(keep_points, dtype=np.float32).reshape(-1, 2),
+        groups=groups,
     )
 
 

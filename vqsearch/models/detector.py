@@ -223,19 +223,27 @@ def region_labels(detections: list[Detection], inside: np.ndarray) -> np.ndarray
 DETECTED_MIN_SCORE = 0.5
 
 
-def detected_regions(detections: list[Detection], inside: np.ndarray, tokens: np.ndarray, masks: np.ndarray,
-                     points: np.ndarray, input_hw: tuple[int, int]) -> tuple[FrameRegions, np.ndarray]:
+def detected_regions(detections: list[Detection], merged: FrameRegions, inside: np.ndarray, tokens: np.ndarray,
+                     masks: np.ndarray, points: np.ndarray, input_hw: tuple[int, int]
+                     ) -> tuple[FrameRegions, np.ndarray, np.ndarray]:
     """Regions for the confident detections that no merged region stands for: none has most of
     itself in the box (`region_labels` gives none of them half the detection's confidence), as
     when the in-frame merge joined a small person on a wave, or a cup, to what is around them.
-    An object split into parts inside its box is stood for by its parts. Each new region pools
-    the prompt outputs (tokens [Q, D], soft masks [Q, h, w], points [Q, 2] in input pixels) whose
-    prompt lies in the box, its mask cut to the box; `inside`: the merged regions' binary masks
+    An object split into parts inside its box is stood for by its parts.
+
+    Each new region is made of the prompt outputs (tokens [Q, D], soft masks [Q, h, w], points
+    [Q, 2] in input pixels) whose prompt lies in the box: their mean token is what the region
+    looks like, for its text side; its mask is theirs cut to the box. Its visual token stays the
+    merge's: the mean of the merged regions' tokens those prompts went to (`merged.groups`), so a
+    crop, itself a box, does not match the frames the detector saw better than the frames between
+    (a crop's own source outshone its later sighting). `inside`: the merged regions' binary masks
     [M, H, W]. Best detections first; one whose box overlaps a new region's by half (IoU) or more
-    gets none. A box holding no prompt gives none: too small to say what it looks like. Returns
-    the regions and their detections' boxes [N, 4] (x0, y0, x1, y1 in [0, 1])."""
+    gets none. A box holding no prompt gives none: too small to say what it looks like.
+
+    Returns the regions, their own mean tokens [N, D] and their detections' boxes [N, 4]
+    (x0, y0, x1, y1 in [0, 1])."""
     q, h, w = masks.shape
-    keep_tokens, keep_masks, keep_points, keep_boxes = [], [], [], []
+    keep_tokens, own_tokens, keep_masks, keep_points, keep_boxes = [], [], [], [], []
     cell_y, cell_x = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
     for d in sorted(detections, key=lambda d: -d.score):
         if d.score < DETECTED_MIN_SCORE or region_labels([d], inside)[:, d.label].max(initial=0) >= d.score / 2:
@@ -245,19 +253,22 @@ def detected_regions(detections: list[Detection], inside: np.ndarray, tokens: np
         x0, y0, x1, y1 = d.box
         py, px = points[:, 0] / input_hw[0], points[:, 1] / input_hw[1]
         members = np.flatnonzero((py >= y0) & (py <= y1) & (px >= x0) & (px <= x1))
-        if not len(members):
+        went = merged.groups[members]
+        if not len(members) or (went < 0).all():
             continue
-        mean = tokens[members].mean(0)
+        own = tokens[members].mean(0)
         cut = ((cell_y >= y0) & (cell_y <= y1))[:, None] & ((cell_x >= x0) & (cell_x <= x1))[None, :]
-        keep_tokens.append(mean)
+        keep_tokens.append(merged.tokens[went[went >= 0]].mean(0))
+        own_tokens.append(own)
         keep_masks.append(masks[members].mean(0) * cut)
         normed = tokens[members] / np.linalg.norm(tokens[members], axis=1, keepdims=True).clip(1e-8)
-        keep_points.append(points[members[np.argmax(normed @ mean)]])
+        keep_points.append(points[members[np.argmax(normed @ own)]])
         keep_boxes.append(d.box)
     dim = tokens.shape[1]
     return (FrameRegions(np.asarray(keep_tokens, np.float32).reshape(-1, dim),
                          np.asarray(keep_masks, np.float32).reshape(-1, h, w),
                          np.asarray(keep_points, np.float32).reshape(-1, 2)),
+            np.asarray(own_tokens, np.float32).reshape(-1, dim),
             np.asarray(keep_boxes, np.float32).reshape(-1, 4))
 
 
