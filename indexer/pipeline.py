@@ -27,8 +27,8 @@ from indexer.video import VideoInfo, sample_indices, stream
 from vqsearch.colours import DIM, region_colours
 from vqsearch.merge import FrameRegions, Track, TrackBuilder, merge_in_frame, unit
 from vqsearch.models.base import SearchModel
-from vqsearch.models.detector import (Detection, Detector, box_labels, corners_to_boxes, detected_regions,
-                                      region_labels, with_labels)
+from vqsearch.models.detector import (DETECTED_MIN_SCORE, Detection, Detector, box_labels, corners_to_boxes,
+                                      detected_regions, region_labels, with_labels)
 from vqsearch.models.runtime import pipeline_threads
 from vqsearch.regions import grid_points, half_max_masks, mask_boxes
 
@@ -319,7 +319,8 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
         found, own, corners = detected_regions(detections, merged, inside, frame_tokens, frame_masks, prompt_points, size)
         if len(found.tokens):
             describe(found, pixels, context, detections, own)
-        builder.add_detected(frame, found, corners_to_boxes(corners, (info.height, info.width)), link)
+        seen = frozenset(d.label for d in detections if d.score >= DETECTED_MIN_SCORE)
+        builder.add_detected(frame, found, corners_to_boxes(corners, (info.height, info.width)), link, seen)
         return len(found.tokens)
 
     depth = max(2, 8 // batch)  # a few frames in flight between stages, whatever the batch

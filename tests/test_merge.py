@@ -74,9 +74,12 @@ def test_detections_own_tracks_link_from_one_detector_frame_to_the_next_by_label
     person, cup, other_cup = builder.tracks
     assert person.frames == [0, 10] and cup.frames == [0] and other_cup.frames == [10]
     assert all(t.detected for t in builder.tracks) and not builder.active
-    builder.add_detected(20, found([], []), np.zeros((0, 4)))  # seen again, nothing new: the chains end
-    builder.add_detected(30, found([[1, 0]], [0]), np.zeros((1, 4)))
-    assert len(builder.tracks) == 4
-    builder.add_frame(35, FrameRegions(np.ones((0, 2)), np.ones((0, 2, 2)), np.ones((0, 2))), np.zeros((0, 4)), cut=True)
-    builder.add_detected(40, found([[1, 0]], [0]), np.zeros((1, 4)))  # a shot cut lies between
-    assert len(builder.tracks) == 5 and builder.tracks[3].frames == [30]
+    builder.add_detected(20, found([], []), np.zeros((0, 4)), seen=frozenset({0}))  # the person, stood for by a region
+    builder.add_detected(30, found([[1, 0]], [0]), np.zeros((1, 4)))  # ... goes on; the cups' chains ended
+    assert len(builder.tracks) == 3 and person.frames == [0, 10, 30]
+    builder.add_detected(40, found([], []), np.zeros((0, 4)))  # not seen at all: the chain ends
+    builder.add_detected(50, found([[1, 0]], [0]), np.zeros((1, 4)))
+    assert len(builder.tracks) == 4 and builder.tracks[3].frames == [50]
+    builder.add_frame(55, FrameRegions(np.ones((0, 2)), np.ones((0, 2, 2)), np.ones((0, 2))), np.zeros((0, 4)), cut=True)
+    builder.add_detected(60, found([[1, 0]], [0]), np.zeros((1, 4)))  # a shot cut lies between
+    assert len(builder.tracks) == 5 and builder.tracks[3].frames == [50]

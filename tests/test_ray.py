@@ -165,7 +165,7 @@ def test_whole_videos_as_tasks_give_exactly_the_tracks_of_vqsearch_index(cluster
     assert sorted(Path(v["video"]).name for v in summary["videos"]) == sorted(NAMES)
     assert Store.open(db).health().generation == 2  # two commits: a batch of two, then the last
     plain, on_ray = _content(sample_db), _content(db)
-    assert [len(plain[name]) for name in NAMES] == [63, 68, 36]
+    assert [len(plain[name]) for name in NAMES] == [69, 69, 38]
     assert all(_same_tracks(plain[name], on_ray[name]) for name in NAMES)
     # a rerun finds every file indexed and unchanged, and skips it
     assert index_here(capsys, *(str(videos / name) for name in NAMES), "--db", str(db)) == {
@@ -294,7 +294,7 @@ def test_a_local_cluster_is_started_for_the_run_and_stopped(videos, tmp_path):
                            "--db", str(tmp_path / "db"), "--json"], capture_output=True, text=True, env=env,
                           timeout=300)
     assert done.returncode == 0 and done.stderr == "", done.stderr
-    assert [v["tracks"] for v in json.loads(done.stdout)["videos"]] == [36]
+    assert [v["tracks"] for v in json.loads(done.stdout)["videos"]] == [38]
     deadline = time.monotonic() + 20
     while _ray_processes() - before and time.monotonic() < deadline:
         time.sleep(0.5)

@@ -184,19 +184,20 @@ class TrackBuilder:
         continued = set(active)
         return [self.tracks[t] for t in before if t not in continued]
 
-    def add_detected(self, frame: int, regions: FrameRegions, boxes: np.ndarray, link: bool = True) -> None:
+    def add_detected(self, frame: int, regions: FrameRegions, boxes: np.ndarray, link: bool = True,
+                     seen: frozenset[int] = frozenset()) -> None:
         """Add the regions made for detections on a frame the detector saw (`detector.detected_regions`,
         with their labels). The frames between two such frames do not have them apart, so a region
         continues a track of the previous such frame's of its best label (by `match`, no cut
         between), else starts one. `link`: the frames the detector sees on schedule, each in turn,
-        with or without regions; they alone move the tracks to continue on. Without it (a frame
-        seen late, out of turn, between two of them), a region joins one of those tracks in order."""
+        with or without regions; they alone move the tracks to continue on, keeping those of the
+        labels it detected there though a region stood for them (`seen`). Without it (a frame seen
+        late, out of turn, between two of them), a region joins one of those tracks in order."""
         best = regions.labels.argmax(1) if len(regions.tokens) else np.zeros(0, np.int64)
         matched: dict[int, int] = {}
         for label in set(best.tolist()):
             rows = np.flatnonzero(best == label)
-            before = [t for t in self._detected
-                      if int(self.tracks[t].label_sum.argmax()) == label and frame not in self.tracks[t].frames]
+            before = [t for t in self._detected if self._label(t) == label and frame not in self.tracks[t].frames]
             if before:
                 tokens = np.stack([self.tracks[t].token for t in before])
                 matched |= {int(rows[r]): before[a] for r, a in match(regions.tokens[rows], tokens, self.tau).items()}
@@ -206,7 +207,11 @@ class TrackBuilder:
                 matched[r] = len(self.tracks) - 1
             self.tracks[matched[r]].add(frame, regions, r, boxes[r])
         if link:
-            self._detected = [matched[r] for r in range(len(regions.tokens))]
+            continued = [matched[r] for r in range(len(regions.tokens))]
+            self._detected = continued + [t for t in self._detected if t not in continued and self._label(t) in seen]
+
+    def _label(self, track: int) -> int:
+        return int(self.tracks[track].label_sum.argmax())
 
     @property
     def active(self) -> list[Track]:
