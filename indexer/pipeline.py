@@ -1,8 +1,9 @@
 """Video in, track tokens out: decode -> backbone -> region encoder -> in-frame merge -> tracks.
 
 Four stages overlap, each in its own thread, with a few frames in bounded queues between them:
-decoding, the backbone, the detector (on the frames it sees), and the rest (regions, merges,
-tracks). Nothing here imports torch: the embedded model indexes on OpenVINO and numpy alone.
+decoding, the backbone (two frames at once where it can: `backbone_stage`), the detector (on the
+frames it sees), and the rest (regions, merges, tracks). Nothing here imports torch: the
+embedded model indexes on OpenVINO and numpy alone.
 
 Each region observation also gets its text token (projected or pooled per region), its colour
 histogram (`vqsearch.colours`) and, on the frames a model's detector sees (`detect_fps`), its
@@ -17,6 +18,8 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterator, TypeVar
 
@@ -29,7 +32,7 @@ from vqsearch.merge import FrameRegions, Track, TrackBuilder, merge_in_frame, un
 from vqsearch.models.base import SearchModel
 from vqsearch.models.detector import (DETECTED_MIN_SCORE, Detection, Detector, box_labels, corners_to_boxes,
                                       detected_regions, region_labels, with_labels)
-from vqsearch.models.runtime import pipeline_threads
+from vqsearch.models.runtime import default_threads, pipeline_threads
 from vqsearch.regions import grid_points, half_max_masks, mask_boxes
 
 T = TypeVar("T")
@@ -147,16 +150,28 @@ class Batch:
     detections: list[list[Detection] | None]  # on every `every`-th sampled frame, else None
 
 
-def backbone_stage(chunks: Iterator[tuple[list[int], np.ndarray]], model: SearchModel, threads: int
-                   ) -> Iterator[Batch]:
-    """Backbone features on `threads` CPU threads (with context when the text side pools regions)."""
+def backbone_stage(chunks: Iterator[tuple[list[int], np.ndarray]], model: SearchModel, threads: int,
+                   workers: int = 1) -> Iterator[Batch]:
+    """Backbone features on `threads` CPU threads (with context when the text side pools regions),
+    `workers` batches at once, in order. Why at once: the backbone is the longest stage, and while
+    it ran alone (the other stages waiting on it) one of two cores idled."""
     pooling = model.region_encoder.region_pooling is not None
-    for chunk, frames in chunks:
+
+    def encode(chunk: list[int], frames: np.ndarray) -> Batch:
         if pooling:
             features, contexts = model.backbone.features_with_context(frames)
         else:
             features, contexts = model.backbone.features(frames, threads), None
-        yield Batch(chunk, frames, features, contexts, [None] * len(chunk))
+        return Batch(chunk, frames, features, contexts, [None] * len(chunk))
+
+    with ThreadPoolExecutor(workers) as pool:
+        running: deque[Future[Batch]] = deque()
+        for chunk, frames in chunks:
+            running.append(pool.submit(encode, chunk, frames))
+            if len(running) == workers:
+                yield running.popleft().result()
+        while running:
+            yield running.popleft().result()
 
 
 def detect_stage(batches: Iterator[Batch], detector: Detector | None, every: int, threads: int, seen: int = 0
@@ -256,14 +271,12 @@ def track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[in
     (excluded), a segment with its edges (`indexer.segments` stitches segments back together).
 
     A torch backbone runs on `vqsearch.models.runtime.default_threads()` threads (`vqsearch index
-    --threads`); the embedded model's OpenVINO graphs, the backbone and the detector, run at once
-    on half of them each (`pipeline_threads`). BLAS runs single-threaded: the
-    per-frame matrices are small (a few hundred rows) and OpenBLAS's thread start-up cost them
-    10-80x more than the arithmetic on this 2-core machine.
+    --threads`); the embedded model's OpenVINO graphs, the backbone and the detector, run each
+    inference on half of them (`pipeline_threads`), two backbone frames at once. BLAS runs
+    single-threaded: the per-frame matrices are small (a few hundred rows) and OpenBLAS's thread
+    start-up cost them 10-80x more than the arithmetic on this 2-core machine.
     """
     from threadpoolctl import threadpool_limits
-
-    from vqsearch.models.runtime import default_threads
 
     torch = sys.modules.get("torch")  # only the big models bring it
     before = torch.get_num_threads() if torch else 0
@@ -325,7 +338,8 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
 
     depth = max(2, 8 // batch)  # a few frames in flight between stages, whatever the batch
     decoded = prefetch(stream(info, indices, size, batch), depth)
-    encoded = prefetch(backbone_stage(decoded, model, threads), depth)
+    workers = max(1, default_threads() // threads) if backbone.parallel else 1
+    encoded = prefetch(backbone_stage(decoded, model, threads, workers), depth)
     for step in prefetch(detect_stage(encoded, detector, every, threads, first), depth):
         features = step.features
         patch_tokens += features.shape[0] * features.shape[2] * features.shape[3]

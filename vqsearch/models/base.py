@@ -25,6 +25,7 @@ class Backbone(Protocol):
     dim: int
     stride: int
     batch: int  # frames per `features` call that index fastest (1 on the CPU graph: its activations fit in cache)
+    parallel: bool  # `features` calls may run at once while indexing, each on its `threads` (an OpenVINO stream each)
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Model input (H, W) for a frame of the given size, keeping its aspect ratio."""

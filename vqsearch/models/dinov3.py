@@ -179,6 +179,7 @@ class DINOv3Backbone:
         self.stride = int(self.model.patch_embed.patch_size[0])
         self.dim = int(self.model.embed_dim)
         self.batch = 8
+        self.parallel = False  # torch's threads are process-wide: two calls at once would share them
         self.num_prefix_tokens = int(self.model.num_prefix_tokens)
         self.num_heads = int(self.model.blocks[0].attn.num_heads)
         self._mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1) * 255.0

@@ -7,6 +7,7 @@ is what ConSE needs. On the CPU the feature extractor runs through OpenVINO (`vq
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from vqsearch.models import runtime
 
 _EXPORT_VERSION = "lite0-head-uint8-nhwc-v1"
+_making = threading.Lock()
 
 
 def weights_path() -> Path:
@@ -56,6 +58,7 @@ class EfficientNetLite0:
     dim = 1280
     stride = 32
     batch = 1  # measured: 9.6 ms a frame one at a time, 11.6 in batches of 8 (and 5x the memory)
+    parallel = True
 
     def __init__(self, long_side: int = 512, threads: int | None = None) -> None:
         self.long_side = long_side
@@ -68,9 +71,10 @@ class EfficientNetLite0:
 
     def session(self, threads: int | None = None) -> runtime.Frozen:
         """The graph on `threads` CPU threads (default: the backbone's own setting, else every core)."""
-        if self._graph is None:
-            fingerprint = f"{_EXPORT_VERSION}:{runtime.stamp(weights_path())}"
-            self._graph = runtime.Compiled("efficientnet-lite0", fingerprint, self._export)
+        with _making:  # indexing's backbone workers ask at once
+            if self._graph is None:
+                fingerprint = f"{_EXPORT_VERSION}:{runtime.stamp(weights_path())}"
+                self._graph = runtime.Compiled("efficientnet-lite0", fingerprint, self._export)
         return self._graph(threads or self._threads)
 
     @staticmethod

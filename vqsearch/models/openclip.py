@@ -186,6 +186,7 @@ class OpenCLIPBackbone:
         self.visual = visual.to(self.device).eval().requires_grad_(False)
         self.stride = ph
         self.batch = 8
+        self.parallel = False  # torch's threads are process-wide: two calls at once would share them
         self.dim = visual.conv1.out_channels
         self.long_side = long_side
         cfg = getattr(visual, "preprocess_cfg", {}) or {}

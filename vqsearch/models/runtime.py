@@ -90,20 +90,36 @@ def pipeline_threads() -> int:
     return max(1, default_threads() // 2)
 
 
-class Frozen:
-    """A compiled model with one inference request, shared under a lock: each inference already
-    uses the cores it was given, and every request holds its own activations (hundreds of MB)."""
+_compiling = threading.Lock()
 
-    def __init__(self, compiled) -> None:
+
+class Frozen:
+    """A compiled model whose inference requests are shared: each inference already uses the
+    cores it was given, and every request holds its own activations (hundreds of MB), so a request
+    is made only when all the others are busy, up to one per stream the model was compiled with."""
+
+    def __init__(self, compiled, streams: int = 1) -> None:
         self.compiled = compiled
-        self._request = compiled.create_infer_request()
-        self._lock = threading.Lock()
+        self._idle = [compiled.create_infer_request()]
+        self._made, self._streams = 1, streams
+        self._free = threading.Condition()
 
     def run(self, **inputs: np.ndarray) -> list[np.ndarray]:
         """Outputs in the model's order, as arrays the caller owns."""
-        with self._lock:
-            result = self._request.infer(inputs)
+        with self._free:
+            while not self._idle and self._made == self._streams:
+                self._free.wait()
+            if self._idle:
+                request = self._idle.pop()
+            else:
+                request, self._made = self.compiled.create_infer_request(), self._made + 1
+        try:
+            result = request.infer(inputs)
             return [np.array(result[output]) for output in self.compiled.outputs]
+        finally:
+            with self._free:
+                self._idle.append(request)
+                self._free.notify()
 
 
 def compiled(name: str, fingerprint: str, export: Callable[[Path], None], threads: int | None = None,
@@ -111,7 +127,9 @@ def compiled(name: str, fingerprint: str, export: Callable[[Path], None], thread
     """The model `name` compiled for the CPU, calling `export(path)` first if no cached model file
     exists (`cached`): ONNX, or with `suffix` ".xml" an OpenVINO model (its ".bin" beside it).
     `fingerprint` must change whenever the exported graph would (weights file, code version).
-    `threads`: CPU threads for one inference (default: every core).
+    `threads`: CPU threads for one inference (default: every core); on fewer threads than the
+    cores, one stream (its own copy of the graph) per share of them, so that many inferences run
+    at once (`indexer.pipeline`: two backbone frames and the detector beside them).
     """
     import openvino as ov
 
@@ -121,9 +139,17 @@ def compiled(name: str, fingerprint: str, export: Callable[[Path], None], thread
             export(path)
 
     path = cached(name, fingerprint, suffix, quiet_export, companions=(".bin",) if suffix == ".xml" else ())
-    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads or default_threads(),
-              "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1, "CACHE_DIR": str(cache_dir() / "openvino")}
-    return Frozen(ov.Core().compile_model(str(path), "CPU", config))
+    threads = threads or default_threads()
+    streams = max(1, default_threads() // threads)
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads * streams,
+              "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": streams, "CACHE_DIR": str(cache_dir() / "openvino")}
+    with _compiling:
+        model = ov.Core().compile_model(str(path), "CPU", config)
+        # pybind11 sets up its numpy bridge on first use, and two threads doing that at once
+        # deadlocked (each holding what the other waits for: the GIL, a static's guard); done
+        # here, before any inference, one thread at a time.
+        ov.Tensor(np.zeros(1, np.float32)).data
+    return Frozen(model, streams)
 
 
 class Compiled:
@@ -132,13 +158,14 @@ class Compiled:
 
     def __init__(self, name: str, fingerprint: str, export: Callable[[Path], None], suffix: str = ".onnx") -> None:
         self.name, self.fingerprint, self.export, self.suffix = name, fingerprint, export, suffix
-        self._by_threads: dict[int, Frozen] = {}
+        self._by_threads: dict[tuple[int, int], Frozen] = {}
         self._lock = threading.Lock()
 
     def __call__(self, threads: int | None = None) -> Frozen:
         """The model on `threads` CPU threads (default: `default_threads()`)."""
         threads = threads or default_threads()
         with self._lock:
-            if threads not in self._by_threads:
-                self._by_threads[threads] = compiled(self.name, self.fingerprint, self.export, threads, self.suffix)
-            return self._by_threads[threads]
+            key = (threads, default_threads())  # the streams depend on both
+            if key not in self._by_threads:
+                self._by_threads[key] = compiled(self.name, self.fingerprint, self.export, threads, self.suffix)
+            return self._by_threads[key]
