@@ -104,7 +104,7 @@ def ranking(ranked: list[tuple[str, list[str], set[str]]]) -> dict:
         top1 += rank == 1
         rr += 1 / rank if rank else 0.0
         if rank != 1:
-            misses.append(f"{text!r} -> {order[0] if order else None}")
+            misses.append(f"{text!r} -> {order[0] if order else None} (right at rank {rank})")
     n = len(ranked)
     return {"queries": n, "top1": top1 / n, "mrr": round(rr / n, 3), "misses": misses}
 
