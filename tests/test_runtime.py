@@ -38,3 +38,31 @@ def test_indexing_gives_the_backbone_and_the_detector_half_the_cores_each():
             assert runtime.pipeline_threads() == each
     finally:
         runtime.set_threads(None)
+
+
+def test_two_backbone_frames_at_once_give_the_same_features_in_order():
+    """Indexing runs the embedded backbone on two OpenVINO streams at once: the batches must come
+    back in the order they went in, each with the features one stream alone gives."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from indexer.pipeline import backbone_stage
+    from vqsearch.models.efficientnet import EfficientNetLite0
+
+    runtime.set_threads(2)
+    try:
+        backbone = EfficientNetLite0()
+        model = SimpleNamespace(backbone=backbone, region_encoder=SimpleNamespace(region_pooling=None))
+        rng = np.random.default_rng(0)
+        frames = [rng.integers(0, 256, (1, 96, 160, 3), dtype=np.uint8) for _ in range(6)]
+        chunks = [([n], f) for n, f in enumerate(frames)]
+        alone = [b.features for b in backbone_stage(iter(chunks), model, threads=1, workers=1)]
+        batches = list(backbone_stage(iter(chunks), model, threads=1, workers=2))
+        assert backbone.session(1)._streams == 2
+        assert [b.frames for b in batches] == [[n] for n in range(6)]
+        for batch, features in zip(batches, alone):
+            np.testing.assert_array_equal(batch.features, features)
+        assert not np.allclose(alone[0], alone[1])  # different frames, different features
+    finally:
+        runtime.set_threads(None)
