@@ -21,7 +21,7 @@ import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterator, TypeVar
+from typing import Iterator, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from vqsearch.merge import FrameRegions, Track, TrackBuilder, merge_in_frame, un
 from vqsearch.models.base import SearchModel
 from vqsearch.models.detector import (DETECTED_MIN_SCORE, Detection, Detector, box_labels, corners_to_boxes,
                                       detected_regions, region_labels, with_labels)
-from vqsearch.models.runtime import default_threads, pipeline_threads
+from vqsearch.models.runtime import default_threads, pipeline_threads, streams
 from vqsearch.regions import grid_points, half_max_masks, mask_boxes
 
 T = TypeVar("T")
@@ -139,6 +139,18 @@ def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
         thread.join()
 
 
+class FrameInputs(NamedTuple):
+    """What a frame's detections need to get regions of their own (`detector.detected_regions`),
+    kept until the detector has seen the frame, on schedule or late."""
+
+    regions: FrameRegions  # the merged regions
+    inside: np.ndarray     # their binary masks [M, H, W]
+    tokens: np.ndarray     # the prompt outputs' tokens [Q, D]
+    masks: np.ndarray      # and soft masks [Q, h, w]
+    pixels: np.ndarray     # uint8 [H, W, 3] at the backbone's input size
+    context: object | None  # the backbone's context, for region pooling
+
+
 @dataclass
 class Batch:
     """One batch of sampled frames on its way through the stages."""
@@ -208,14 +220,14 @@ class LateLabels:
         self.detector, self.min_frames, self.frame_hw, self.hold_from = detector, min_frames, frame_hw, hold_from
         self.threads = threads
         self.frames: dict[int, np.ndarray] = {}
-        self.region_inputs: dict[int, tuple] = {}
+        self.region_inputs: dict[int, FrameInputs] = {}
         self.found: dict[int, list[Detection]] = {}
         self.held: list[tuple[Track, np.ndarray]] = []
         self.fresh: list[int] = []
         self.depth = every + 1
 
     def keep(self, frame: int, pixels: np.ndarray, detections: list[Detection] | None,
-             region_inputs: tuple | None = None) -> None:
+             region_inputs: FrameInputs | None = None) -> None:
         if self.detector is None:
             return
         self.frames[frame] = pixels  # frames come in order: the oldest goes first
@@ -229,7 +241,7 @@ class LateLabels:
             self.found.pop(oldest, None)
             self.region_inputs.pop(oldest, None)
 
-    def take_fresh(self) -> list[tuple[int, list[Detection], tuple]]:
+    def take_fresh(self) -> list[tuple[int, list[Detection], FrameInputs]]:
         """(frame, detections, what `keep` kept of it) of the fresh runs, once each."""
         taken = [(frame, self.found[frame], self.region_inputs[frame]) for frame in self.fresh
                  if frame in self.region_inputs]
@@ -326,19 +338,23 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
             regions.labels = region_labels(detections, inside)
         return inside
 
-    def add_detected(frame: int, detections: list[Detection], region_inputs: tuple, link: bool) -> int:
+    def add_detected(frame: int, detections: list[Detection], inputs: FrameInputs, link: bool) -> int:
         """Regions of their own for the detections no region stands for, as tracks; how many."""
-        merged, inside, frame_tokens, frame_masks, pixels, context = region_inputs
-        found, own, corners = detected_regions(detections, merged, inside, frame_tokens, frame_masks, prompt_points, size)
+        found, own, corners = detected_regions(detections, inputs.regions, inputs.inside, inputs.tokens,
+                                               inputs.masks, prompt_points, size)
         if len(found.tokens):
-            describe(found, pixels, context, detections, own)
+            describe(found, inputs.pixels, inputs.context, detections, own)
         seen = frozenset(d.label for d in detections if d.score >= DETECTED_MIN_SCORE)
         builder.add_detected(frame, found, corners_to_boxes(corners, (info.height, info.width)), link, seen)
         return len(found.tokens)
 
+    def add_late_detected() -> int:
+        """`add_detected` for the frames the late labels' detector has just seen, out of turn."""
+        return sum(add_detected(seen, found, inputs, link=False) for seen, found, inputs in late.take_fresh())
+
     depth = max(2, 8 // batch)  # a few frames in flight between stages, whatever the batch
     decoded = prefetch(stream(info, indices, size, batch), depth)
-    workers = max(1, default_threads() // threads) if backbone.parallel else 1
+    workers = streams(threads) if backbone.parallel else 1
     encoded = prefetch(backbone_stage(decoded, model, threads, workers), depth)
     for step in prefetch(detect_stage(encoded, detector, every, threads, first), depth):
         features = step.features
@@ -356,20 +372,18 @@ def _track_frames(model: SearchModel, info: VideoInfo, fps: float, span: tuple[i
             context, detections = step.contexts[b] if pooling is not None else None, step.detections[b]
             inside = describe(regions, pixels, context, detections)
             region_tokens += len(regions.tokens)
-            region_inputs = (regions, inside, tokens[b], masks[b], pixels, context)
-            late.keep(frame, pixels, detections, region_inputs)
+            inputs = FrameInputs(regions, inside, tokens[b], masks[b], pixels, context)
+            late.keep(frame, pixels, detections, inputs)
             late.label(builder.add_frame(frame, regions, mask_boxes(inside, (info.height, info.width)), cut))
-            for seen, found, inputs in late.take_fresh():  # before this frame's: a cut may lie between
-                region_tokens += add_detected(seen, found, inputs, link=False)
+            region_tokens += add_late_detected()  # before this frame's: a cut may lie between
             if detections is not None:
-                region_tokens += add_detected(frame, detections, region_inputs, link=True)
+                region_tokens += add_detected(frame, detections, inputs, link=True)
             if first_look is None:
                 first_look, first_tokens = look, [t.token for t in builder.active]  # not the detections' own
         if progress:
             progress(len(step.frames))
     late.label(builder.active, hold=end < len(sampled))
-    for seen, found, inputs in late.take_fresh():
-        region_tokens += add_detected(seen, found, inputs, link=False)
+    region_tokens += add_late_detected()
     tracked = Tracked(builder.tracks, len(indices), patch_tokens, region_tokens, time.perf_counter() - start, cuts)
     if span is not None:
         number = {id(track): n for n, track in enumerate(builder.tracks)}

@@ -245,13 +245,13 @@ def detected_regions(detections: list[Detection], merged: FrameRegions, inside: 
     q, h, w = masks.shape
     keep_tokens, own_tokens, keep_masks, keep_points, keep_boxes = [], [], [], [], []
     cell_y, cell_x = (np.arange(h) + 0.5) / h, (np.arange(w) + 0.5) / w
+    py, px = points[:, 0] / input_hw[0], points[:, 1] / input_hw[1]
     for d in sorted(detections, key=lambda d: -d.score):
         if d.score < DETECTED_MIN_SCORE or region_labels([d], inside)[:, d.label].max(initial=0) >= d.score / 2:
             continue
         if keep_boxes and _overlaps(np.asarray(d.box), np.asarray(keep_boxes)).max() >= 0.5:
             continue
         x0, y0, x1, y1 = d.box
-        py, px = points[:, 0] / input_hw[0], points[:, 1] / input_hw[1]
         members = np.flatnonzero((py >= y0) & (py <= y1) & (px >= x0) & (px <= x1))
         went = merged.groups[members]
         if not len(members) or (went < 0).all():

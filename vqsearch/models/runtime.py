@@ -90,6 +90,12 @@ def pipeline_threads() -> int:
     return max(1, default_threads() // 2)
 
 
+def streams(threads: int) -> int:
+    """How many inferences on `threads` CPU threads each run at once: one per share of the cores
+    (`compiled` gives a model that many streams; indexing keeps that many backbone frames in flight)."""
+    return max(1, default_threads() // threads)
+
+
 _compiling = threading.Lock()
 
 
@@ -140,16 +146,16 @@ def compiled(name: str, fingerprint: str, export: Callable[[Path], None], thread
 
     path = cached(name, fingerprint, suffix, quiet_export, companions=(".bin",) if suffix == ".xml" else ())
     threads = threads or default_threads()
-    streams = max(1, default_threads() // threads)
-    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads * streams,
-              "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": streams, "CACHE_DIR": str(cache_dir() / "openvino")}
+    at_once = streams(threads)
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads * at_once,
+              "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": at_once, "CACHE_DIR": str(cache_dir() / "openvino")}
     with _compiling:
         model = ov.Core().compile_model(str(path), "CPU", config)
         # pybind11 sets up its numpy bridge on first use, and two threads doing that at once
         # deadlocked (each holding what the other waits for: the GIL, a static's guard); done
         # here, before any inference, one thread at a time.
         ov.Tensor(np.zeros(1, np.float32)).data
-    return Frozen(model, streams)
+    return Frozen(model, at_once)
 
 
 class Compiled:
